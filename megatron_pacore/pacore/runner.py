@@ -1,0 +1,235 @@
+"""The multi-round PaCoRe runner.
+
+    M_0 = {}
+    for r in 1..R:
+        Omega_r = K_r trajectories sampled from pi(P(x, M_{r-1}))   # one request, n = K_r
+        M_r     = {C(w) for w in Omega_r}                            # compaction
+    answer = the single trajectory of round R
+
+Many problems run at once and each advances on its own: a problem's next round starts as
+soon as its own round ends, with no barrier across problems, so the engine's batch stays full.
+A semaphore bounds the requests in flight. Failed samples are retried with exponential
+backoff; one that still fails is kept with its error, never dropped. A round goes on with the
+messages that exist; a problem left with none is marked failed with the reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from dataclasses import dataclass, replace
+from typing import AsyncIterator, Callable, Iterable, Optional
+
+from megatron_pacore.inference.base import Generator
+from megatron_pacore.pacore.compaction import compact_bounded
+from megatron_pacore.pacore.ordering import ORDERS, reference_order
+from megatron_pacore.pacore.prompts import round_messages
+from megatron_pacore.pacore.schedule import RoundSchedule
+from megatron_pacore.types import (
+    Completion,
+    GenerationRequest,
+    Problem,
+    ProblemResult,
+    RoundRecord,
+    SamplingSettings,
+    Trajectory,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How the runner drives the engine."""
+
+    schedule: RoundSchedule
+    sampling: SamplingSettings = SamplingSettings()
+    # Requests (each of n = K samples) in flight at once, across all problems.
+    max_in_flight: int = 64
+    # Extra attempts for a failed sample before it is recorded as failed.
+    max_retries: int = 3
+    # First backoff in seconds; doubles on every retry, capped at 30 s.
+    retry_backoff_s: float = 1.0
+    # "released" (as the official release) or "random" (seeded per problem and round).
+    reference_order: str = "released"
+    order_seed: int = 0
+    # Bound on a message's tokens (keeps the tail); None as released.
+    max_message_tokens: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.retry_backoff_s < 0:
+            raise ValueError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
+        if self.reference_order not in ORDERS:
+            raise ValueError(f"reference_order must be one of {ORDERS}, got {self.reference_order!r}")
+        if self.max_message_tokens is not None and self.max_message_tokens < 1:
+            raise ValueError(f"max_message_tokens must be >= 1 or None, got {self.max_message_tokens}")
+
+
+class PaCoReRunner:
+    """Runs the PaCoRe pipeline over problems with any Generator.
+
+    Args:
+        generator: the engine (VLLMGenerator, OpenAIGenerator, or a scripted one in tests).
+        config: schedule, sampling and retry policy.
+        tokenize / detokenize: only for `max_message_tokens` (exact token bound).
+        on_round: optional callback(problem_id, RoundRecord) after each round, e.g. for
+            progress bars or streaming per-trajectory results to disk.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        config: RunnerConfig,
+        tokenize: Optional[Callable[[str], list[int]]] = None,
+        detokenize: Optional[Callable[[list[int]], str]] = None,
+        on_round: Optional[Callable[[str, RoundRecord], None]] = None,
+    ) -> None:
+        self.generator = generator
+        self.config = config
+        self._tokenize = tokenize
+        self._detokenize = detokenize
+        self._on_round = on_round
+        self._slots: Optional[asyncio.Semaphore] = None
+
+    # -- one request, with retries -------------------------------------------------------
+
+    async def _generate_once(self, request: GenerationRequest) -> list[Completion]:
+        assert self._slots is not None
+        async with self._slots:
+            try:
+                out = list(await self.generator.generate(request))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the whole request failed: every sample carries the error
+                return [Completion(text="", error=f"{type(e).__name__}: {e}") for _ in range(request.n)]
+        if len(out) < request.n:
+            missing = f"engine returned {len(out)} of {request.n} samples"
+            out += [Completion(text="", error=missing) for _ in range(request.n - len(out))]
+        return out[: request.n]
+
+    async def sample(self, request: GenerationRequest) -> list[tuple[Completion, int]]:
+        """`request.n` completions, each with the number of attempts it took.
+
+        Only the failed samples are asked for again (as one request of n = failures), so a
+        partly failed round does not regenerate the samples it already has.
+        """
+        cfg = self.config
+        slots: list[Optional[Completion]] = [None] * request.n
+        attempts = [0] * request.n
+        pending = list(range(request.n))
+        for attempt in range(cfg.max_retries + 1):
+            sub = replace(request, n=len(pending))
+            if attempt and request.sampling.seed is not None:
+                # A retry with the same seed would reproduce the same failure mode.
+                sub = replace(sub, sampling=replace(sub.sampling, seed=request.sampling.seed + attempt))
+            outs = await self._generate_once(sub)
+            still = []
+            for slot, out in zip(pending, outs):
+                attempts[slot] += 1
+                slots[slot] = out
+                if not out.ok:
+                    still.append(slot)
+            pending = still
+            if not pending:
+                break
+            if attempt < cfg.max_retries:
+                delay = min(cfg.retry_backoff_s * 2**attempt, 30.0)
+                log.warning(
+                    "%s: %d/%d samples failed (%s); retry %d/%d in %.1fs",
+                    request.request_id, len(pending), request.n, slots[pending[0]].error,
+                    attempt + 1, cfg.max_retries, delay,
+                )
+                await asyncio.sleep(delay)
+        return [(c, a) for c, a in zip(slots, attempts)]  # type: ignore[misc]
+
+    # -- one problem ---------------------------------------------------------------------
+
+    def _trajectory(self, completion: Completion, attempts: int) -> Trajectory:
+        if not completion.ok:
+            return Trajectory(
+                text="", message="", completion_tokens=completion.completion_tokens,
+                finish_reason=completion.finish_reason, error=completion.error,
+                prompt_tokens=completion.prompt_tokens, attempts=attempts,
+            )
+        c = compact_bounded(completion.text, self.config.max_message_tokens, self._tokenize, self._detokenize)
+        return Trajectory(
+            text=completion.text, message=c.message, completion_tokens=completion.completion_tokens,
+            finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
+            reasoning=completion.reasoning, attempts=attempts, message_truncated_chars=c.truncated_chars,
+        )
+
+    def _request_seed(self, problem_id: str, round_index: int) -> Optional[int]:
+        seed = self.config.sampling.seed
+        if seed is None:
+            return None
+        return (seed + zlib.crc32(f"{problem_id}/{round_index}".encode())) % (2**31)
+
+    async def run_problem(self, problem: Problem) -> ProblemResult:
+        """All rounds of one problem."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.config.max_in_flight)
+        start = time.perf_counter()
+        rounds: list[RoundRecord] = []
+        references: Optional[list[str]] = None
+        order: list[int] = []
+        for r, width in enumerate(self.config.schedule.widths, start=1):
+            messages = round_messages(problem.messages, problem.problem, references)
+            sampling = replace(self.config.sampling, seed=self._request_seed(problem.id, r))
+            request = GenerationRequest(f"{problem.id}/r{r}", messages, width, sampling)
+            samples = await self.sample(request)
+            trajectories = [self._trajectory(c, a) for c, a in samples]
+            record = RoundRecord(
+                round=r, width=width, trajectories=trajectories, reference_order=order,
+                prompt_tokens=max((t.prompt_tokens for t in trajectories), default=0),
+            )
+            rounds.append(record)
+            if self._on_round is not None:
+                self._on_round(problem.id, record)
+
+            # Messages of this round, for the next. Failed samples and empty messages carry
+            # nothing to synthesise (the release drops empty responses too). The final round
+            # only needs a trajectory that did not fail.
+            final_round = r == self.config.schedule.num_rounds
+            usable = [i for i, t in enumerate(trajectories) if t.ok and (t.message or final_round)]
+            if not usable:
+                errors = sorted({t.error for t in trajectories if t.error})
+                why = (
+                    f"round {r}: all {width} trajectories failed ({'; '.join(errors)})"
+                    if all(not t.ok for t in trajectories)
+                    else f"round {r}: no trajectory produced a non-empty message"
+                )
+                return ProblemResult(
+                    id=problem.id, rounds=rounds, final_response=None, final_message=None,
+                    seconds=time.perf_counter() - start, status="failed", error=why,
+                    answer=problem.answer,
+                )
+            if final_round:
+                break
+            texts = [trajectories[i].text for i in usable]
+            ranks = reference_order(texts, self.config.reference_order, self.config.order_seed, f"{problem.id}/{r}")
+            order = [usable[i] for i in ranks]
+            references = [trajectories[i].message for i in order]
+
+        final = next(t for t in rounds[-1].trajectories if t.ok)
+        return ProblemResult(
+            id=problem.id, rounds=rounds, final_response=final.text, final_message=final.message,
+            seconds=time.perf_counter() - start, answer=problem.answer,
+        )
+
+    # -- many problems -------------------------------------------------------------------
+
+    async def run(self, problems: Iterable[Problem]) -> AsyncIterator[ProblemResult]:
+        """Yields each problem's result as soon as it finishes (not in input order)."""
+        self._slots = asyncio.Semaphore(self.config.max_in_flight)
+        tasks = [asyncio.create_task(self.run_problem(p)) for p in problems]
+        try:
+            for done in asyncio.as_completed(tasks):
+                yield await done
+        finally:
+            for t in tasks:
+                t.cancel()

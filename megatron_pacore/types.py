@@ -1,0 +1,210 @@
+"""Records that cross package lines.
+
+Each arrow of the architecture (DESIGN.md section 2) carries one of these typed records; no
+package passes another a dict of tensors keyed by strings. They are plain dataclasses so that
+they serialise to JSON lines with `dataclasses.asdict` and back with `from_dict`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+Chat = list[dict[str, Any]]
+"""An OpenAI-style chat: a list of {"role": ..., "content": ...} turns."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem to reason about.
+
+    `messages` is the chat sent in round 1 (the last user turn holds the problem); `problem` is
+    the original problem text that every later synthesis prompt is built from.
+    """
+
+    id: str
+    messages: Chat
+    problem: str
+    answer: Optional[str] = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What the runner asks an engine for; a subset of vLLM's SamplingParams."""
+
+    max_tokens: Optional[int] = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    # Benchmarks only: generate exactly max_tokens tokens.
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """K samples of one chat. The K identical prompts of a round travel as one request with
+    n=K so that the engine shares their prefix."""
+
+    request_id: str
+    messages: Chat
+    n: int
+    sampling: SamplingSettings
+
+
+@dataclass
+class Completion:
+    """One sample returned by a Generator.
+
+    `text` is what the model said (for a server with a reasoning parser: the `content`, with
+    the thinking in `reasoning`); `error` is set, and `text` empty, when the sample failed.
+    """
+
+    text: str
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    finish_reason: Optional[str] = None
+    reasoning: Optional[str] = None
+    error: Optional[str] = None
+    token_ids: Optional[list[int]] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Trajectory:
+    """One sampled trajectory of one round, with its compacted message."""
+
+    text: str
+    message: str
+    completion_tokens: int
+    finish_reason: Optional[str]
+    error: Optional[str] = None
+    prompt_tokens: int = 0
+    reasoning: Optional[str] = None
+    attempts: int = 1
+    # Characters cut from the front of `message` by the max_message_tokens bound (0: not cut).
+    message_truncated_chars: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RoundRecord:
+    """All trajectories of one round of one problem, and how its prompt was built."""
+
+    round: int
+    width: int
+    trajectories: list[Trajectory]
+    # Indices into the previous round's trajectories, in the order their messages were
+    # placed in this round's synthesis prompt (empty for round 1).
+    reference_order: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(t.completion_tokens for t in self.trajectories)
+
+    @property
+    def messages(self) -> list[str]:
+        return [t.message for t in self.trajectories if t.ok]
+
+
+@dataclass
+class ProblemResult:
+    """The outcome of the whole multi-round pipeline on one problem."""
+
+    id: str
+    rounds: list[RoundRecord]
+    final_response: Optional[str]
+    final_message: Optional[str]
+    seconds: float
+    status: str = "ok"  # "ok" or "failed"
+    error: Optional[str] = None
+    answer: Optional[str] = None
+
+    @property
+    def test_time_tokens(self) -> int:
+        """Test-time compute: every completion token of every round (paper, section 4)."""
+        return sum(r.completion_tokens for r in self.rounds)
+
+    def to_json(self) -> dict[str, Any]:
+        """The output row of `pacore infer` (one JSON line per problem)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "error": self.error,
+            "final_response": self.final_response,
+            "final_message": self.final_message,
+            "rounds": [
+                [
+                    {
+                        "text": t.text,
+                        "message": t.message,
+                        "completion_tokens": t.completion_tokens,
+                        "finish_reason": t.finish_reason,
+                        "error": t.error,
+                        "prompt_tokens": t.prompt_tokens,
+                        "reasoning": t.reasoning,
+                        "attempts": t.attempts,
+                        "message_truncated_chars": t.message_truncated_chars,
+                    }
+                    for t in r.trajectories
+                ]
+                for r in self.rounds
+            ],
+            "round_info": [
+                {
+                    "round": r.round,
+                    "width": r.width,
+                    "reference_order": r.reference_order,
+                    "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens,
+                }
+                for r in self.rounds
+            ],
+            "test_time_tokens": self.test_time_tokens,
+            "seconds": round(self.seconds, 3),
+            "answer": self.answer,
+        }
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> "ProblemResult":
+        infos = row.get("round_info") or [{} for _ in row["rounds"]]
+        rounds = []
+        for i, (trajs, info) in enumerate(zip(row["rounds"], infos)):
+            rounds.append(
+                RoundRecord(
+                    round=info.get("round", i + 1),
+                    width=info.get("width", len(trajs)),
+                    trajectories=[Trajectory(**t) for t in trajs],
+                    reference_order=info.get("reference_order", []),
+                    prompt_tokens=info.get("prompt_tokens", 0),
+                )
+            )
+        return cls(
+            id=row["id"],
+            rounds=rounds,
+            final_response=row.get("final_response"),
+            final_message=row.get("final_message"),
+            seconds=row.get("seconds", 0.0),
+            status=row.get("status", "ok"),
+            error=row.get("error"),
+            answer=row.get("answer"),
+        )
+
+
+def as_dict(record: Any) -> dict[str, Any]:
+    """dataclasses.asdict, named for the call sites that serialise records."""
+    return asdict(record)

