@@ -1,0 +1,28 @@
+# The two commands of the README. Both set up .venv first (scripts/install.sh, idempotent).
+PY := .venv/bin/python
+TINY := .cache/tiny-qwen3
+
+.PHONY: install demo test bench clean
+
+install:
+	bash scripts/install.sh
+
+# The main job on its CPU default: PaCoRe inference (level low = [4, 1]) with a tiny model
+# made offline, on the shipped sample problems. Output: outputs/demo.jsonl
+demo: install
+	@[ -f $(TINY)/config.json ] || $(PY) tools/make_tiny_model.py --out $(TINY) --arch qwen3 --seed 0
+	@mkdir -p outputs && rm -f outputs/demo.jsonl
+	VLLM_CPU_KVCACHE_SPACE=1 .venv/bin/pacore infer --model $(TINY) \
+	  --input examples/data/sample_problems.jsonl --output outputs/demo.jsonl \
+	  --level low --max-tokens 64 --vllm-arg max_model_len=4096
+	@$(PY) -c "import json; rows=[json.loads(l) for l in open('outputs/demo.jsonl')]; \
+	  [print(r['id'], r['status'], 'rounds', [len(x) for x in r['rounds']], 'tokens', r['test_time_tokens']) for r in rows]"
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/infer_overhead.py
+
+clean:
+	rm -rf .venv .cache outputs

@@ -1,0 +1,96 @@
+"""The `pacore infer` job: read problems, run the PaCoRe rounds, write each result as it ends.
+
+Inputs are validated before any engine starts (a bad line costs no engine start-up); results
+are appended and flushed one problem at a time, so an interrupted job resumes with --resume.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+from tqdm import tqdm
+
+from megatron_pacore.config import InferConfig
+from megatron_pacore.data.io import JsonlWriter, read_problems
+from megatron_pacore.inference.base import Generator
+from megatron_pacore.inference.factory import make_generator
+from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig
+from megatron_pacore.types import RoundRecord, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+
+async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> int:
+    """Run the job; returns the process exit code (0, also when some problems failed: they
+    are recorded in the output with their reason).
+
+    `generator`: an engine already started (tests, eval) instead of one made from cfg.model;
+    the caller keeps ownership and closes it.
+    """
+    problems = read_problems(cfg.input, limit=cfg.limit)
+    writer = JsonlWriter(cfg.output, resume=cfg.resume)
+    todo = [p for p in problems if p.id not in writer.done_ids]
+    schedule = cfg.schedule()
+    log.info("%d problems (%d already done), rounds %s", len(problems), len(problems) - len(todo), schedule)
+    if not todo:
+        writer.close()
+        return 0
+
+    owned = generator is None
+    if generator is None:
+        generator = make_generator(cfg.model, cfg.vllm_args, cfg.served_model_name, cfg.stream)
+    try:
+        check = getattr(generator, "check", None)
+        if check is not None:  # a server: fail in seconds, naming the URL, if it is not there
+            await check()
+        tokens = 0
+        start = time.perf_counter()
+        bar = tqdm(total=len(todo), desc="problems", unit="problem", dynamic_ncols=True)
+
+        def on_round(problem_id: str, record: RoundRecord) -> None:
+            nonlocal tokens
+            tokens += record.completion_tokens
+            bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}", tokens=tokens)
+
+        runner = PaCoReRunner(
+            generator,
+            RunnerConfig(
+                schedule=schedule,
+                sampling=SamplingSettings(cfg.max_tokens, cfg.temperature, cfg.top_p, cfg.seed),
+                max_in_flight=cfg.concurrency,
+                max_retries=cfg.max_retries,
+                reference_order=cfg.reference_order,
+                max_message_tokens=cfg.max_message_tokens,
+            ),
+            tokenize=_tokenizer_fns(generator)[0] if cfg.max_message_tokens else None,
+            detokenize=_tokenizer_fns(generator)[1] if cfg.max_message_tokens else None,
+            on_round=on_round,
+        )
+        failed = 0
+        async for result in runner.run(todo):
+            writer.write(result.to_json())
+            failed += result.status != "ok"
+            if result.status != "ok":
+                log.warning("%s failed: %s", result.id, result.error)
+            bar.update(1)
+        bar.close()
+        seconds = time.perf_counter() - start
+        log.info(
+            "done: %d problems, %d failed, %d test-time tokens in %.1fs (%.0f tok/s) -> %s",
+            len(todo), failed, tokens, seconds, tokens / max(seconds, 1e-9), cfg.output,
+        )
+    finally:
+        writer.close()
+        if owned:
+            await generator.close()
+    return 0
+
+
+def _tokenizer_fns(generator):
+    """(tokenize, detokenize) of an in-process engine's tokenizer; (None, None) for a server,
+    where the message bound falls back to words."""
+    tok = getattr(generator, "tokenizer", None)
+    if tok is None:
+        return None, None
+    return (lambda s: tok.encode(s, add_special_tokens=False)), (lambda ids: tok.decode(ids))
