@@ -12,7 +12,7 @@ install:
 demo: install
 	@[ -f $(TINY)/config.json ] || $(PY) tools/make_tiny_model.py --out $(TINY) --arch qwen3 --seed 0
 	@mkdir -p outputs && rm -f outputs/demo.jsonl
-	VLLM_CPU_KVCACHE_SPACE=1 .venv/bin/pacore infer --model $(TINY) \
+	VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING .venv/bin/pacore infer --model $(TINY) \
 	  --input examples/data/sample_problems.jsonl --output outputs/demo.jsonl \
 	  --level low --max-tokens 64 --vllm-arg max_model_len=4096
 	@$(PY) -c "import json; rows=[json.loads(l) for l in open('outputs/demo.jsonl')]; \

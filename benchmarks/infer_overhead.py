@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Overhead of the PaCoRe runner over a flat batch of the same samples.
 
-    python benchmarks/infer_overhead.py [--problems 32] [--tokens 64] [--reps 3] [--model DIR]
+    python benchmarks/infer_overhead.py [--problems 64] [--tokens 128] [--reps 5] [--model DIR]
 
 Both sides generate exactly the same samples at the same lengths (ignore_eos): level low,
 i.e. per problem 4 round-1 samples of the problem and 1 round-2 sample of the synthesis prompt.
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--problems", type=int, default=32)
-    p.add_argument("--tokens", type=int, default=64, help="tokens per trajectory (ignore_eos)")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--problems", type=int, default=64)
+    p.add_argument("--tokens", type=int, default=128, help="tokens per trajectory (ignore_eos)")
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--model", default=None)
     p.add_argument("--max-model-len", type=int, default=4096)
     args = p.parse_args()

@@ -39,3 +39,14 @@ def benchmarks_dir() -> Path:
     if not BENCHMARKS.is_dir():
         pytest.fail(f"benchmark problems not found at {BENCHMARKS} (set PACORE_BENCHMARKS)")
     return BENCHMARKS
+
+
+@pytest.fixture(scope="session")
+async def vllm_engine(tiny_model):
+    """One in-process vLLM async engine on the tiny model, shared by every test that needs a
+    real engine (its start-up is the slowest step of the suite)."""
+    from megatron_pacore.inference.vllm_engine import VLLMGenerator
+
+    gen = VLLMGenerator(str(tiny_model), {"max_model_len": 4096, "seed": 0})
+    yield gen
+    await gen.close()

@@ -18,13 +18,9 @@ pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-async def engine(tiny_model):
-    from megatron_pacore.inference.vllm_engine import VLLMGenerator
-
-    gen = VLLMGenerator(str(tiny_model), {"max_model_len": 4096, "seed": 0})
-    yield gen
-    await gen.close()
+@pytest.fixture
+def engine(vllm_engine):
+    return vllm_engine
 
 
 def problems(n):
@@ -102,3 +98,15 @@ def test_pacore_command_runs_on_the_tiny_model(tiny_model, tmp_path):
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     assert all([len(x) for x in r["rounds"]] == [4, 1] for r in rows)
     assert "done: 2 problems, 0 failed" in proc.stderr
+
+
+async def test_seeded_runs_reproduce_and_differ_across_problems(engine):
+    def run():
+        runner = PaCoReRunner(engine, RunnerConfig(schedule=RoundSchedule.from_widths("2"),
+                                                   sampling=SamplingSettings(max_tokens=12, seed=7)))
+        return runner.run(problems(2))
+
+    a = {r.id: [t.text for rnd in r.rounds for t in rnd.trajectories] async for r in run()}
+    b = {r.id: [t.text for rnd in r.rounds for t in rnd.trajectories] async for r in run()}
+    assert a == b
+    assert a["p0"][:2] != a["p1"][:2]
