@@ -1,1 +1,11 @@
-"""training."""
+"""training: Megatron-Core models and forward passes (one of the two packages importing megatron.core).
+
+    parallel   TP/PP/CP/DP groups from a ParallelConfig, in one place
+    cpu_shim   the CPU-only device shim (DESIGN §3), never active with CUDA
+    rope       Hugging Face rotary frequencies (default, linear, llama3, yarn)
+    models     actor GPTModel from a Hugging Face config (local spec on CPU, TE/FP8 on GPU)
+    critic     the actor backbone with a scalar value head
+    forward    forward-only passes through the pipeline schedule; context-parallel layout
+    logprobs   vocab-parallel log-probs, entropy and values
+    verify     logit parity of a converted checkpoint with transformers
+"""
