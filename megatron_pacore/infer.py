@@ -53,6 +53,7 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
             tokens += record.completion_tokens
             bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}", tokens=tokens)
 
+        tokenize, detokenize = _tokenizer_fns(generator) if cfg.max_message_tokens else (None, None)
         runner = PaCoReRunner(
             generator,
             RunnerConfig(
@@ -63,8 +64,8 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
                 reference_order=cfg.reference_order,
                 max_message_tokens=cfg.max_message_tokens,
             ),
-            tokenize=_tokenizer_fns(generator)[0] if cfg.max_message_tokens else None,
-            detokenize=_tokenizer_fns(generator)[1] if cfg.max_message_tokens else None,
+            tokenize=tokenize,
+            detokenize=detokenize,
             on_round=on_round,
         )
         failed = 0

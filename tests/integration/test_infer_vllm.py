@@ -9,6 +9,7 @@ import pytest
 
 from megatron_pacore.config import InferConfig
 from megatron_pacore.infer import run_infer
+from megatron_pacore.pacore.compaction import compact
 from megatron_pacore.pacore.prompts import render_synthesis_prompt
 from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig
 from megatron_pacore.pacore.schedule import RoundSchedule
@@ -110,3 +111,25 @@ async def test_seeded_runs_reproduce_and_differ_across_problems(engine):
     b = {r.id: [t.text for rnd in r.rounds for t in rnd.trajectories] async for r in run()}
     assert a == b
     assert a["p0"][:2] != a["p1"][:2]
+
+
+async def test_message_token_bound_uses_the_engine_tokenizer(engine, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"id": "q", "problem": "What is 3 + 4?"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    cfg = InferConfig(model=engine.model, input=str(inp), output=str(out), widths="3", max_tokens=24,
+                      max_message_tokens=5)
+    assert await run_infer(cfg, generator=engine) == 0
+    row = json.loads(out.read_text())
+    tok = engine.tokenizer
+    cut = 0
+    for t in row["rounds"][0]:
+        full = compact(t["text"])
+        ids = tok.encode(full, add_special_tokens=False)
+        if len(ids) > 5:  # the message is the decoded last 5 tokens of the compacted text
+            assert t["message"] == tok.decode(ids[-5:])
+            assert t["message_truncated_chars"] == len(full) - len(t["message"]) > 0
+            cut += 1
+        else:
+            assert t["message"] == full and t["message_truncated_chars"] == 0
+    assert cut >= 1  # 24-token samples are cut to 5
