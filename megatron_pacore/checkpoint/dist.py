@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from megatron_pacore.checkpoint.dcp_stream import PieceReader
+from megatron_pacore.checkpoint.dcp_read import PieceReader
 from megatron_pacore.checkpoint.hf_io import copy_side_files, dims_of, expected_shapes, load_hf_config
 from megatron_pacore.checkpoint.mapping import OUTPUT, Family, Rule, family_for
 from megatron_pacore.checkpoint.transforms import Dims

@@ -8,7 +8,9 @@ tensors. `HFStreamWriter` writes safetensors shards (plus the index) tensor by t
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -104,6 +106,8 @@ class HFCheckpoint:
         else:
             raise ValueError(f"--hf {self.path}: no {SINGLE} or {INDEX} (only safetensors are supported)")
         self._entries: dict[str, tuple[str, int, torch.dtype, tuple[int, ...], int]] = {}
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
         for fname in files:
             with open(self.path / fname, "rb") as f:
                 n = int.from_bytes(f.read(8), "little")
@@ -130,20 +134,63 @@ class HFCheckpoint:
         """Read one tensor (a fresh CPU tensor of its stored dtype and shape)."""
         if name not in self._entries:
             raise ValueError(f"{self.path}: tensor {name!r} is missing")
-        fname, offset, dtype, shape, nbytes = self._entries[name]
+        _, _, dtype, shape, _ = self._entries[name]
         out = torch.empty(shape, dtype=dtype)
-        buf = out.view(-1).view(torch.uint8).numpy() if out.numel() else memoryview(b"")
-        if nbytes != len(buf):
-            raise ValueError(f"{self.path / fname}: {name} holds {nbytes} bytes for shape {shape} {dtype}")
-        with open(self.path / fname, "rb", buffering=0) as f:
-            f.seek(offset)
-            view, done = memoryview(buf), 0
-            while done < nbytes:
-                got = f.readinto(view[done:])
-                if not got:
-                    raise ValueError(f"{self.path / fname}: truncated at {name}")
-                done += got
+        self.read_rows(name, out)
         return out
+
+    def read_rows(self, name: str, out: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Read rows [start, start + len(out)) of tensor `name` straight into `out`.
+
+        `out` must be contiguous, of the stored dtype, with the stored trailing shape (the
+        converter passes views of a preallocated global tensor, so no copy is made after the
+        read). A 0-d tensor is one row.
+        """
+        if name not in self._entries:
+            raise ValueError(f"{self.path}: tensor {name!r} is missing")
+        fname, offset, dtype, shape, nbytes = self._entries[name]
+        rows = shape[0] if shape else 1
+        n = out.shape[0] if out.dim() else 1
+        if (out.dtype != dtype or not out.is_contiguous() or tuple(out.shape[1:]) != tuple(shape[1:])
+                or start < 0 or start + n > rows):
+            raise ValueError(f"{self.path / fname}: cannot read rows [{start}, {start + n}) of {name} "
+                             f"{shape} {dtype} into {tuple(out.shape)} {out.dtype}")
+        if _numel(shape) * out.element_size() != nbytes:
+            raise ValueError(f"{self.path / fname}: {name} holds {nbytes} bytes for shape {shape} {dtype}")
+        row_bytes = nbytes // rows if rows else 0
+        want = out.numel() * out.element_size()
+        if not want:
+            return out
+        view = memoryview(out.view(-1).view(torch.uint8).numpy())
+        fd = self._fd(fname)
+        pos, done = offset + start * row_bytes, 0
+        while done < want:
+            got = os.preadv(fd, [view[done:]], pos + done)
+            if not got:
+                raise ValueError(f"{self.path / fname}: truncated at {name}")
+            done += got
+        return out
+
+    def _fd(self, fname: str) -> int:
+        fd = self._fds.get(fname)
+        if fd is None:
+            with self._lock:  # the converter reads ahead from a second thread
+                fd = self._fds.get(fname)
+                if fd is None:
+                    fd = self._fds[fname] = os.open(self.path / fname, os.O_RDONLY)
+        return fd
+
+    def close(self) -> None:
+        """Close the file descriptors opened by reads (reads reopen them as needed)."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def check(self) -> None:
         """Raise ValueError naming missing, unknown or wrongly shaped tensors."""
@@ -212,16 +259,28 @@ class HFStreamWriter:
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Append the next planned tensor (names must arrive in plan order)."""
+        self.write_parts(name, [tensor])
+
+    def write_parts(self, name: str, parts: list[torch.Tensor]) -> None:
+        """Append the next planned tensor given as row blocks (their concatenation along dim 0,
+        e.g. strided views of a fused tensor): written block by block, never concatenated."""
         if self._pos >= len(self._queue):
             raise ValueError(f"tensor {name!r} was not planned")
         idx, (pname, shape, dtype, _) = self._queue[self._pos]
-        if name != pname or tuple(tensor.shape) != shape or tensor.dtype != dtype:
-            raise ValueError(f"expected {pname} {shape} {dtype}, got {name} {tuple(tensor.shape)} {tensor.dtype}")
+        if len(parts) == 1:
+            got = tuple(parts[0].shape)
+        else:
+            got = (sum(p.shape[0] for p in parts), *parts[0].shape[1:]) if parts and parts[0].dim() else ()
+        if (name != pname or got != shape or any(p.dtype != dtype for p in parts)
+                or any(tuple(p.shape[1:]) != shape[1:] for p in parts[1:])):
+            raise ValueError(f"expected {pname} {shape} {dtype}, got {name} {got} "
+                             f"{[p.dtype for p in parts][:1]}")
         if idx != self._file_idx:
             self._open(idx)
-        data = memoryview(tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
-        for i in range(0, len(data), WRITE_CHUNK):
-            self._file.write(data[i:i + WRITE_CHUNK])
+        for part in parts:
+            data = memoryview(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            for i in range(0, len(data), WRITE_CHUNK):
+                self._file.write(data[i:i + WRITE_CHUNK])
         self._pos += 1
 
     def close(self) -> None:
