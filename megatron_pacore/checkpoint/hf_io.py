@@ -8,15 +8,14 @@ tensors. `HFStreamWriter` writes safetensors shards (plus the index) tensor by t
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
 from megatron_pacore.checkpoint.mapping import Family, expected_hf_names, family_for
+from megatron_pacore.checkpoint.rawio import OpenFiles, pread_into
 from megatron_pacore.checkpoint.transforms import Dims, padded_vocab_size
 
 INDEX = "model.safetensors.index.json"
@@ -106,8 +105,7 @@ class HFCheckpoint:
         else:
             raise ValueError(f"--hf {self.path}: no {SINGLE} or {INDEX} (only safetensors are supported)")
         self._entries: dict[str, tuple[str, int, torch.dtype, tuple[int, ...], int]] = {}
-        self._fds: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._files = OpenFiles(self.path)
         for fname in files:
             with open(self.path / fname, "rb") as f:
                 n = int.from_bytes(f.read(8), "little")
@@ -158,39 +156,12 @@ class HFCheckpoint:
         if _numel(shape) * out.element_size() != nbytes:
             raise ValueError(f"{self.path / fname}: {name} holds {nbytes} bytes for shape {shape} {dtype}")
         row_bytes = nbytes // rows if rows else 0
-        want = out.numel() * out.element_size()
-        if not want:
-            return out
-        view = memoryview(out.view(-1).view(torch.uint8).numpy())
-        fd = self._fd(fname)
-        pos, done = offset + start * row_bytes, 0
-        while done < want:
-            got = os.preadv(fd, [view[done:]], pos + done)
-            if not got:
-                raise ValueError(f"{self.path / fname}: truncated at {name}")
-            done += got
+        pread_into(self._files.fd(fname), out, offset + start * row_bytes, f"{self.path / fname} ({name})")
         return out
-
-    def _fd(self, fname: str) -> int:
-        fd = self._fds.get(fname)
-        if fd is None:
-            with self._lock:  # the converter reads ahead from a second thread
-                fd = self._fds.get(fname)
-                if fd is None:
-                    fd = self._fds[fname] = os.open(self.path / fname, os.O_RDONLY)
-        return fd
 
     def close(self) -> None:
         """Close the file descriptors opened by reads (reads reopen them as needed)."""
-        fds, self._fds = self._fds, {}
-        for fd in fds.values():
-            os.close(fd)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        self._files.close()
 
     def check(self) -> None:
         """Raise ValueError naming missing, unknown or wrongly shaped tensors."""
