@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import zlib
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from megatron_pacore.eval.config import EvalConfig, Level
 from megatron_pacore.inference.base import Generator
-from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig
+from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig, derived_seed, sample_with_retries
 from megatron_pacore.types import Chat, Completion, GenerationRequest, Problem, ProblemResult, SamplingSettings, Trajectory
 
 log = logging.getLogger(__name__)
@@ -99,32 +98,11 @@ class SharingGenerator:
         pass
 
 
-def _seed(base: Optional[int], key: str) -> Optional[int]:
-    return None if base is None else (base + zlib.crc32(key.encode("utf-8"))) % (2**31)
-
-
 async def sample_n(generator: Generator, request: GenerationRequest, max_retries: int, backoff_s: float,
                    slots: asyncio.Semaphore) -> list[Completion]:
-    """`request.n` completions. Failed samples (or a failed request) are asked for again, only
-    those, up to `max_retries` times, with the runner's backoff; a sample that still fails is
-    kept with its error."""
-    done: list[Optional[Completion]] = [None] * request.n
-    pending = list(range(request.n))
-    for attempt in range(max_retries + 1):
-        async with slots:
-            try:
-                got = list(await generator.generate(replace(request, n=len(pending))))
-            except Exception as e:  # the whole request failed
-                got = [Completion(text="", error=f"{type(e).__name__}: {e}") for _ in pending]
-        got += [Completion(text="", error="engine returned too few samples")] * (len(pending) - len(got))
-        for slot, c in zip(pending, got):
-            done[slot] = c
-        pending = [slot for slot in pending if not done[slot].ok]  # type: ignore[union-attr]
-        if not pending:
-            break
-        if attempt < max_retries:
-            await asyncio.sleep(min(backoff_s * 2**attempt, 30.0))
-    return done  # type: ignore[return-value]
+    """`request.n` completions with the runner's retry policy (only failed samples are asked
+    for again); a sample that still fails is kept with its error."""
+    return [c for c, _ in await sample_with_retries(generator, request, slots, max_retries, backoff_s)]
 
 
 class Collector:
@@ -165,7 +143,7 @@ class Collector:
 
     def _request(self, problem: Problem, name: str, n: int) -> GenerationRequest:
         request_id = f"{problem.id}/{name}"
-        return GenerationRequest(request_id, problem.messages, n, replace(self.sampling, seed=_seed(self.cfg.seed, request_id)))
+        return GenerationRequest(request_id, problem.messages, n, replace(self.sampling, seed=derived_seed(self.cfg.seed, request_id)))
 
     async def _pool(self, problem: Problem) -> list[Completion]:
         assert self.cfg.pool is not None and self._slots is not None

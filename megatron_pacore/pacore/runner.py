@@ -39,6 +39,69 @@ from megatron_pacore.types import (
 log = logging.getLogger(__name__)
 
 
+def derived_seed(base: Optional[int], key: str) -> Optional[int]:
+    """A request's seed: `base` moved by crc32(key), so problems and rounds differ while reruns
+    agree; None stays None (unseeded)."""
+    return None if base is None else (base + zlib.crc32(key.encode("utf-8"))) % (2**31)
+
+
+async def _generate_once(generator: Generator, request: GenerationRequest, slots: asyncio.Semaphore) -> list[Completion]:
+    async with slots:
+        try:
+            out = list(await generator.generate(request))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the whole request failed: every sample carries the error
+            return [Completion(text="", error=f"{type(e).__name__}: {e}") for _ in range(request.n)]
+    if len(out) < request.n:
+        missing = f"engine returned {len(out)} of {request.n} samples"
+        out += [Completion(text="", error=missing) for _ in range(request.n - len(out))]
+    return out[: request.n]
+
+
+async def sample_with_retries(
+    generator: Generator,
+    request: GenerationRequest,
+    slots: asyncio.Semaphore,
+    max_retries: int,
+    backoff_s: float,
+) -> list[tuple[Completion, int]]:
+    """`request.n` completions, each with the number of attempts it took.
+
+    Only the failed samples are asked for again (as one request of n = failures), so a partly
+    failed round does not regenerate the samples it already has; the wait doubles from
+    `backoff_s` (capped at 30 s). A sample that fails every attempt is returned with its error.
+    `slots` bounds the requests in flight across all callers.
+    """
+    done: list[Optional[Completion]] = [None] * request.n
+    attempts = [0] * request.n
+    pending = list(range(request.n))
+    for attempt in range(max_retries + 1):
+        sub = replace(request, n=len(pending))
+        if attempt and request.sampling.seed is not None:
+            # A retry with the same seed would reproduce the same failure mode.
+            sub = replace(sub, sampling=replace(sub.sampling, seed=request.sampling.seed + attempt))
+        outs = await _generate_once(generator, sub, slots)
+        still = []
+        for slot, out in zip(pending, outs):
+            attempts[slot] += 1
+            done[slot] = out
+            if not out.ok:
+                still.append(slot)
+        pending = still
+        if not pending:
+            break
+        if attempt < max_retries:
+            delay = min(backoff_s * 2**attempt, 30.0)
+            log.warning(
+                "%s: %d/%d samples failed (%s); retry %d/%d in %.1fs",
+                request.request_id, len(pending), request.n, done[pending[0]].error,
+                attempt + 1, max_retries, delay,
+            )
+            await asyncio.sleep(delay)
+    return [(c, a) for c, a in zip(done, attempts)]  # type: ignore[misc]
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     """How the runner drives the engine."""
@@ -96,57 +159,6 @@ class PaCoReRunner:
         self._on_round = on_round
         self._slots: Optional[asyncio.Semaphore] = None
 
-    # -- one request, with retries -------------------------------------------------------
-
-    async def _generate_once(self, request: GenerationRequest) -> list[Completion]:
-        assert self._slots is not None
-        async with self._slots:
-            try:
-                out = list(await self.generator.generate(request))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the whole request failed: every sample carries the error
-                return [Completion(text="", error=f"{type(e).__name__}: {e}") for _ in range(request.n)]
-        if len(out) < request.n:
-            missing = f"engine returned {len(out)} of {request.n} samples"
-            out += [Completion(text="", error=missing) for _ in range(request.n - len(out))]
-        return out[: request.n]
-
-    async def sample(self, request: GenerationRequest) -> list[tuple[Completion, int]]:
-        """`request.n` completions, each with the number of attempts it took.
-
-        Only the failed samples are asked for again (as one request of n = failures), so a
-        partly failed round does not regenerate the samples it already has.
-        """
-        cfg = self.config
-        slots: list[Optional[Completion]] = [None] * request.n
-        attempts = [0] * request.n
-        pending = list(range(request.n))
-        for attempt in range(cfg.max_retries + 1):
-            sub = replace(request, n=len(pending))
-            if attempt and request.sampling.seed is not None:
-                # A retry with the same seed would reproduce the same failure mode.
-                sub = replace(sub, sampling=replace(sub.sampling, seed=request.sampling.seed + attempt))
-            outs = await self._generate_once(sub)
-            still = []
-            for slot, out in zip(pending, outs):
-                attempts[slot] += 1
-                slots[slot] = out
-                if not out.ok:
-                    still.append(slot)
-            pending = still
-            if not pending:
-                break
-            if attempt < cfg.max_retries:
-                delay = min(cfg.retry_backoff_s * 2**attempt, 30.0)
-                log.warning(
-                    "%s: %d/%d samples failed (%s); retry %d/%d in %.1fs",
-                    request.request_id, len(pending), request.n, slots[pending[0]].error,
-                    attempt + 1, cfg.max_retries, delay,
-                )
-                await asyncio.sleep(delay)
-        return [(c, a) for c, a in zip(slots, attempts)]  # type: ignore[misc]
-
     # -- one problem ---------------------------------------------------------------------
 
     def _trajectory(self, completion: Completion, attempts: int) -> Trajectory:
@@ -163,11 +175,12 @@ class PaCoReRunner:
             reasoning=completion.reasoning, attempts=attempts, message_truncated_chars=c.truncated_chars,
         )
 
-    def _request_seed(self, problem_id: str, round_index: int) -> Optional[int]:
-        seed = self.config.sampling.seed
-        if seed is None:
-            return None
-        return (seed + zlib.crc32(f"{problem_id}/{round_index}".encode())) % (2**31)
+    async def sample(self, request: GenerationRequest) -> list[tuple[Completion, int]]:
+        """`sample_with_retries` under this runner's retry policy and in-flight bound."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.config.max_in_flight)
+        return await sample_with_retries(
+            self.generator, request, self._slots, self.config.max_retries, self.config.retry_backoff_s)
 
     async def run_problem(self, problem: Problem) -> ProblemResult:
         """All rounds of one problem."""
@@ -179,7 +192,7 @@ class PaCoReRunner:
         order: list[int] = []
         for r, width in enumerate(self.config.schedule.widths, start=1):
             messages = round_messages(problem.messages, problem.problem, references)
-            sampling = replace(self.config.sampling, seed=self._request_seed(problem.id, r))
+            sampling = replace(self.config.sampling, seed=derived_seed(self.config.sampling.seed, f"{problem.id}/{r}"))
             request = GenerationRequest(f"{problem.id}/r{r}", messages, width, sampling)
             samples = await self.sample(request)
             trajectories = [self._trajectory(c, a) for c, a in samples]
