@@ -14,7 +14,7 @@ from tqdm import tqdm
 from megatron_pacore.config import InferConfig
 from megatron_pacore.data.io import JsonlWriter, read_problems
 from megatron_pacore.inference.base import Generator
-from megatron_pacore.inference.factory import make_generator
+from megatron_pacore.inference.factory import open_generator, tokenizer_fns
 from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig
 from megatron_pacore.types import RoundRecord, SamplingSettings
 
@@ -39,11 +39,8 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
 
     owned = generator is None
     if generator is None:
-        generator = make_generator(cfg.model, cfg.vllm_args, cfg.served_model_name, cfg.stream)
+        generator = await open_generator(cfg.model, cfg.vllm_args, cfg.served_model_name, cfg.stream)
     try:
-        check = getattr(generator, "check", None)
-        if check is not None:  # a server: fail in seconds, naming the URL, if it is not there
-            await check()
         tokens = 0
         start = time.perf_counter()
         bar = tqdm(total=len(todo), desc="problems", unit="problem", dynamic_ncols=True)
@@ -53,7 +50,7 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
             tokens += record.completion_tokens
             bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}", tokens=tokens)
 
-        tokenize, detokenize = _tokenizer_fns(generator) if cfg.max_message_tokens else (None, None)
+        tokenize, detokenize = tokenizer_fns(generator) if cfg.max_message_tokens else (None, None)
         runner = PaCoReRunner(
             generator,
             RunnerConfig(
@@ -87,11 +84,3 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
             await generator.close()
     return 0
 
-
-def _tokenizer_fns(generator):
-    """(tokenize, detokenize) of an in-process engine's tokenizer; (None, None) for a server,
-    where the message bound falls back to words."""
-    tok = getattr(generator, "tokenizer", None)
-    if tok is None:
-        return None, None
-    return (lambda s: tok.encode(s, add_special_tokens=False)), (lambda ids: tok.decode(ids))

@@ -23,6 +23,7 @@ from megatron_pacore.eval.sampling import Collector
 from megatron_pacore.eval.store import RecordingGenerator
 from megatron_pacore.eval.methods import grade_all
 from megatron_pacore.inference.base import Generator
+from megatron_pacore.inference.factory import is_url, tokenizer_fns
 from megatron_pacore.pacore.ordering import ORDERS
 from megatron_pacore.pacore.schedule import LEVELS
 from megatron_pacore.rewards.math import MathGrader
@@ -115,13 +116,11 @@ class LazyGenerator:
             if self.failed is not None:
                 raise self.failed
             if self.engine is None:
-                from megatron_pacore.inference.factory import make_generator
+                from megatron_pacore.inference.factory import open_generator
 
                 try:
-                    engine = make_generator(self.cfg.model, self.cfg.vllm_args or None, self.cfg.served_model_name)
-                    check = getattr(engine, "check", None)
-                    if check is not None:  # a server: fail in seconds, naming the URL
-                        await check()
+                    engine = await open_generator(self.cfg.model, self.cfg.vllm_args or None,
+                                                  self.cfg.served_model_name)
                 except Exception as e:
                     self.failed = e
                     raise
@@ -134,13 +133,6 @@ class LazyGenerator:
     async def close(self) -> None:
         if self.engine is not None:
             await self.engine.close()
-
-
-def _tokenizer_fns(generator: Optional[Generator]):
-    tok = getattr(generator, "tokenizer", None)
-    if tok is None:
-        return None, None
-    return (lambda s: tok.encode(s, add_special_tokens=False)), (lambda ids: tok.decode(ids))
 
 
 async def run_eval(cfg: EvalConfig, generator: Optional[Generator] = None, progress: bool = True,
@@ -159,7 +151,6 @@ async def run_eval(cfg: EvalConfig, generator: Optional[Generator] = None, progr
     check_report_dir(cfg)
     lazy = None
     if generator is None:
-        from megatron_pacore.inference.factory import is_url
         from megatron_pacore.inference.vllm_engine import check_model_dir
 
         if not is_url(cfg.model):
@@ -170,7 +161,7 @@ async def run_eval(cfg: EvalConfig, generator: Optional[Generator] = None, progr
     try:
         if lazy is not None and (recorder.stored == 0 or cfg.max_message_tokens):
             await lazy.start()  # a fresh directory needs the engine: start it now, errors first
-        tokenize, detokenize = _tokenizer_fns(lazy.engine if lazy is not None else engine)
+        tokenize, detokenize = tokenizer_fns(lazy.engine if lazy is not None else engine)
         if not cfg.max_message_tokens:
             tokenize = detokenize = None
         collector = Collector(cfg, recorder, tokenize, detokenize, retry_backoff_s=retry_backoff_s)

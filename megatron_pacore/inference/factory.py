@@ -1,7 +1,7 @@
 """make_generator: `--model DIR_OR_URL` to a Generator."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from megatron_pacore.inference.base import Generator
 
@@ -31,3 +31,35 @@ def make_generator(
     from megatron_pacore.inference.vllm_engine import VLLMGenerator
 
     return VLLMGenerator(model, engine_args=vllm_args, chat_template_kwargs=chat_template_kwargs)
+
+
+async def open_generator(
+    model: str,
+    vllm_args: Optional[dict[str, Any]] = None,
+    served_model_name: Optional[str] = None,
+    stream: bool = False,
+) -> Generator:
+    """`make_generator`, then for a server a reachability check, so that a wrong URL fails in
+    seconds (GenerationError naming it) rather than after the runner's retries."""
+    generator = make_generator(model, vllm_args, served_model_name, stream)
+    check = getattr(generator, "check", None)
+    if check is not None:
+        try:
+            await check()
+        except BaseException:
+            await generator.close()
+            raise
+    return generator
+
+
+Tokenize = Callable[[str], list[int]]
+Detokenize = Callable[[list[int]], str]
+
+
+def tokenizer_fns(generator: Any) -> tuple[Optional[Tokenize], Optional[Detokenize]]:
+    """(tokenize, detokenize) with an in-process engine's tokenizer, for the exact
+    `max_message_tokens` bound; (None, None) for a server, where the bound counts words."""
+    tok = getattr(generator, "tokenizer", None)
+    if tok is None:
+        return None, None
+    return (lambda s: tok.encode(s, add_special_tokens=False)), (lambda ids: tok.decode(ids))
