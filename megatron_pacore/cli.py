@@ -27,13 +27,19 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     level = p.add_mutually_exclusive_group(required=True)
     level.add_argument("--level", choices=sorted(LEVELS), help="compute level: low=[4,1] medium=[16,1] high=[32,4,1]")
     level.add_argument("--widths", help="exploratory round widths, e.g. 32,4 (the final width 1 is appended)")
+    add_generation_arguments(p, "requests in flight (each samples a whole round)")
+    p.add_argument("--resume", action="store_true", help="skip ids already in --output")
+    p.add_argument("--stream", action="store_true", help="stream server responses")
+
+
+def add_generation_arguments(p: argparse.ArgumentParser, concurrency_help: str) -> None:
+    """The sampling, retry and engine options that `pacore infer` and `pacore eval` share."""
     p.add_argument("--max-tokens", type=int, default=None, help="tokens per trajectory (default: up to the context)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--concurrency", type=int, default=64, help="requests in flight (each samples a whole round)")
+    p.add_argument("--concurrency", type=int, default=64, help=concurrency_help)
     p.add_argument("--max-retries", type=int, default=3, help="extra attempts for a failed sample")
-    p.add_argument("--resume", action="store_true", help="skip ids already in --output")
     p.add_argument("--reference-order", choices=ORDERS, default="released")
     p.add_argument("--max-message-tokens", type=int, default=None, help="bound each message (keeps the tail)")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
@@ -41,7 +47,6 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                    help="in-process engine option, repeatable (tensor_parallel_size=2, max_model_len=131072, "
                         "hf_overrides='{\"rope_scaling\": ...}', gpu_memory_utilization=0.9, ...)")
     p.add_argument("--served-model-name", default=None, help="server model name (default: from /v1/models)")
-    p.add_argument("--stream", action="store_true", help="stream server responses")
 
 
 def infer_config_from_args(args: argparse.Namespace) -> InferConfig:

@@ -46,19 +46,27 @@ class InferConfig:
         if self.level is not None and self.level not in LEVELS:
             raise ValueError(f"level must be one of {sorted(LEVELS)}, got {self.level!r}")
         self.schedule()  # widths are checked here
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.reference_order not in ORDERS:
-            raise ValueError(f"reference_order must be one of {ORDERS}, got {self.reference_order!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        check_generation_fields(self)
 
     def schedule(self) -> RoundSchedule:
         if self.level is not None:
             return RoundSchedule.from_level(self.level)
         return RoundSchedule.from_widths(self.widths or "")
+
+
+def check_generation_fields(cfg: Any) -> None:
+    """The checks of the generation fields that `pacore infer` and `pacore eval` share
+    (InferConfig, EvalConfig): each error names the field."""
+    for name in ("max_tokens", "limit", "max_message_tokens"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if cfg.concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {cfg.concurrency}")
+    if cfg.max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {cfg.max_retries}")
+    if cfg.reference_order not in ORDERS:
+        raise ValueError(f"reference_order must be one of {ORDERS}, got {cfg.reference_order!r}")
 
 
 def load_config(cls: Type[T], yaml_path: Optional[str] = None, overrides: Sequence[str] = ()) -> T:

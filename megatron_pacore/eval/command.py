@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
+from megatron_pacore.cli import add_generation_arguments
 from megatron_pacore.data.io import read_problems
 from megatron_pacore.eval.config import DEFAULT_BENCHMARK, METHODS, EvalConfig
 from megatron_pacore.eval.report import write_report
@@ -24,7 +25,6 @@ from megatron_pacore.eval.store import RecordingGenerator
 from megatron_pacore.eval.methods import grade_all
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.inference.factory import is_url, tokenizer_fns
-from megatron_pacore.pacore.ordering import ORDERS
 from megatron_pacore.pacore.schedule import LEVELS
 from megatron_pacore.rewards.math import MathGrader
 from megatron_pacore.types import Completion, GenerationRequest
@@ -49,17 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=_csv, default=list(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--pool", type=int, default=None, metavar="P",
                    help="generate P first-round samples per problem once; each run draws from them")
-    p.add_argument("--max-tokens", type=int, default=None, help="tokens per trajectory")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--concurrency", type=int, default=64, help="requests in flight per level")
-    p.add_argument("--max-retries", type=int, default=3)
-    p.add_argument("--reference-order", choices=ORDERS, default="released")
-    p.add_argument("--max-message-tokens", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    p.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE", help="in-process engine option")
-    p.add_argument("--served-model-name", default=None)
+    add_generation_arguments(p, "requests in flight per level")
     p.add_argument("--grade-workers", type=int, default=None, help="math grading processes (default: CPU count)")
     p.add_argument("--grade-timeout", type=float, default=10.0, help="seconds per graded response")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from megatron_pacore.pacore.ordering import ORDERS
+from megatron_pacore.config import check_generation_fields
 from megatron_pacore.pacore.schedule import LEVELS, RoundSchedule
 
 METHODS = ("pacore", "single", "majority", "pass_at_k", "no_messages")
@@ -74,14 +74,7 @@ class EvalConfig:
         widest = max(level.first_width for level in self.compute_levels())
         if self.pool is not None and self.pool < widest:
             raise ValueError(f"pool must be >= the widest first round ({widest}), got {self.pool}")
-        for name in ("max_tokens", "limit", "max_message_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.reference_order not in ORDERS:
-            raise ValueError(f"reference_order must be one of {ORDERS}, got {self.reference_order!r}")
+        check_generation_fields(self)
         if self.grade_timeout_s <= 0:
             raise ValueError(f"grade_timeout_s must be > 0, got {self.grade_timeout_s}")
 
