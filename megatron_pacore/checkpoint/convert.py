@@ -44,7 +44,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def check_layout(hf_config, tp: int, pp: int) -> None:
     """The same divisibility rules the model builder applies, raised before any writing."""
-    groups = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
+    from megatron_pacore.training.rope import num_query_groups_of  # no megatron import there
+
+    groups = num_query_groups_of(hf_config)
     if tp < 1 or groups % tp:
         raise ValueError(f"--tp {tp} must divide num_key_value_heads={groups}")
     if pp < 1 or hf_config.num_hidden_layers % pp:

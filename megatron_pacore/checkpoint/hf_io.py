@@ -38,11 +38,11 @@ def load_hf_config(path: str | Path):
 
 
 def dims_of(hf_config: Any, padded_vocab: int) -> Dims:
-    from megatron_pacore.training.rope import head_dim_of  # no megatron import there
+    from megatron_pacore.training.rope import head_dim_of, num_query_groups_of  # no megatron import there
 
     return Dims(
         num_heads=hf_config.num_attention_heads,
-        num_groups=getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads,
+        num_groups=num_query_groups_of(hf_config),
         head_dim=head_dim_of(hf_config),
         vocab_size=hf_config.vocab_size,
         padded_vocab_size=padded_vocab,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from megatron_pacore.checkpoint.mapping import Family, family_for
 from megatron_pacore.checkpoint.transforms import padded_vocab_size
 from megatron_pacore.training.parallel import ParallelGroups
-from megatron_pacore.training.rope import head_dim_of, hf_rope
+from megatron_pacore.training.rope import head_dim_of, hf_rope, num_query_groups_of
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP8_FORMATS = (None, "e4m3", "hybrid")
@@ -101,7 +101,7 @@ def _hf_dims(hf_config: Any) -> dict:
         hidden_size=hf_config.hidden_size,
         ffn_hidden_size=hf_config.intermediate_size,
         num_attention_heads=hf_config.num_attention_heads,
-        num_query_groups=getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads,
+        num_query_groups=num_query_groups_of(hf_config),
         kv_channels=head_dim_of(hf_config),
         layernorm_epsilon=hf_config.rms_norm_eps,
     )

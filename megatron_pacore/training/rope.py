@@ -20,6 +20,11 @@ def head_dim_of(hf_config: Any) -> int:
     return getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
 
 
+def num_query_groups_of(hf_config: Any) -> int:
+    """GQA key/value heads: config.num_key_value_heads when set, else one per attention head."""
+    return getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
+
+
 def rope_parameters(hf_config: Any) -> dict:
     """The rope dict of a transformers 5.x config (`rope_parameters`), or 4.x (`rope_scaling`)."""
     params = getattr(hf_config, "rope_parameters", None)
