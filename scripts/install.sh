@@ -37,7 +37,8 @@ if [ -f "$stamp" ]; then exit 0; fi
 want=cpu; [[ ",$EXTRAS," == *",gpu,"* ]] && want=gpu
 for old in "$VENV"/.installed-*; do
   [ -e "$old" ] || continue
-  have=cpu; [[ "$old" == *gpu* ]] && have=gpu
+  extras_of_old=${old##*/.installed-}; extras_of_old=${extras_of_old#*-}   # e.g. gpu_test
+  have=cpu; [[ ",${extras_of_old//_/,}," == *",gpu,"* ]] && have=gpu
   if [ "$have" != "$want" ]; then rm -rf "$VENV"; break; fi
 done
 
