@@ -32,7 +32,7 @@ RECORDER = r"""#!/bin/bash
 printf '%s\0' "$@" > "$RECORD_DIR/NAME.node${SLURM_NODEID:-x}"
 """
 SCONTROL = r"""#!/bin/bash
-if [ "$1 $2" = "show hostnames" ]; then printf '%s\n' $FAKE_HOSTS; exit 0; fi
+if [ "$1 $2" = "show hostnames" ]; then printf "%s\n" $FAKE_HOSTS; exit 0; fi
 printf '%s\0' "$@" > "$RECORD_DIR/scontrol.argv"
 if [ "$1" = requeue ]; then kill -TERM "$(cat "$RECORD_DIR/srun.pid")"; fi
 """
@@ -145,3 +145,12 @@ def test_pool_in_the_container(slurm):
     assert _argv(rec / "srun.argv")[3:5] == ["--container-image=/images/pacore.sqsh",
                                              f"--container-workdir={submit}"]
     assert _argv(rec / "python.node0")[2:4] == ["--shard", "0/4"]
+
+
+def test_long_node_lists_do_not_kill_the_job_with_sigpipe(slurm):
+    # More host names than a pipe buffer holds: a reader that stops after the first line
+    # (head -n 1) would end scontrol with SIGPIPE, fatal under `set -o pipefail`.
+    env, rec, _ = slurm
+    hosts = " ".join(["gpu-017"] + [f"gpu-{i:05d}" for i in range(9000)])  # ~90 kB, over the 64 kB pipe buffer
+    _run("pacore_ppo.sbatch", _ppo_env(env, FAKE_HOSTS=hosts), "--config", "c.yaml")
+    assert "--master-addr=gpu-017" in _argv(rec / "torchrun.node0")
