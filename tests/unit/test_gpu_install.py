@@ -151,3 +151,13 @@ def test_multi_gpu_worker_sets_the_device_before_building_its_reference():
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
     calls = [n.func.id for n in ast.walk(main) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     assert calls.index("initialize_parallel") < calls.index("reference_logprobs")
+
+
+def test_te_fixture_tears_the_parallel_state_down():
+    tree = ast.parse((ROOT / "tests" / "gpu" / "test_te_paths.py").read_text())
+    fixture = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "groups")
+    body = list(ast.walk(fixture))
+    yields = [n.lineno for n in body if isinstance(n, ast.Yield)]
+    teardown = [n.lineno for n in body if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "destroy_parallel"]
+    assert yields and teardown and teardown[0] > yields[0]
+    assert "RANK" in ast.unparse(fixture) and "WORLD_SIZE" in ast.unparse(fixture)  # env restored too
