@@ -47,7 +47,9 @@ done
 
 if [ ! -x "$VENV/bin/python" ]; then
   if [ "$IN_CONTAINER" = 1 ]; then
-    "$PYTHON" -m venv --system-site-packages "$VENV"   # the image's torch, TE and apex stay visible
+    # The image's torch, TE and apex (and pip) stay visible; --without-pip needs no ensurepip,
+    # which Ubuntu-based images may lack (python3-venv).
+    "$PYTHON" -m venv --system-site-packages --without-pip "$VENV"
   else
     "$PYTHON" -m venv "$VENV"
   fi
