@@ -1,0 +1,349 @@
+"""Sequence packing: variable-length sequences into micro-batches with no padding compute.
+
+    plan = plan_micro_batches(lengths, dp_size, max_tokens)     # same on every rank
+    packed = [pack(seqs, idx, pad_to_multiple=8) for idx in plan.micro_batches[dp_rank]]
+    ... model forward on packed[i].input_ids [1, T] ...
+    per_sequence = unpack(per_token_output, packed[i])            # back to [n_i] each
+
+Each sequence (prompt + response) is laid end to end in one row [1, T] of the micro-batch.
+Attention stays inside a sequence: on GPU through THD / packed-sequence attention with
+`cu_seqlens` (cumulative sequence starts, the `cu_seqlens_q/kv` of Megatron's
+PackedSeqParams); on CPU through a block-diagonal causal mask. Positions restart at 0 for every
+sequence, so rotary embeddings see each sequence as if it were alone, and a model gives every
+token the same output packed or not.
+
+Token alignment is that of training/logprobs.py: a per-token field at position t describes
+token t (log pi(token t | tokens before), V(s_t)), computed from the output at t - 1. In a
+packed row the output before a sequence's first token belongs to the previous sequence, so
+that first position is meaningless; it is a prompt token (a response needs a prompt), which
+`pack` checks, and the response mask hides it.
+
+Balancing (`plan_micro_batches`):
+1. Sequences are split over the data-parallel ranks into groups of near-equal TOKEN count by
+   the largest differencing method (Karmarkar & Karp 1982, k-way), which beats greedy
+   longest-first assignment on the skewed lengths of reasoning traces; a rank's compute time
+   goes with its tokens, not its sequence count.
+2. Each rank's group is cut into as few micro-batches as its token budget allows: the smallest
+   m for which the same k-way partition into m parts keeps every part within the budget, so
+   micro-batches are balanced too (pipeline stages wait for the slowest micro-batch).
+Ranks may end with different numbers of micro-batches: each runs its own schedule and the
+loss is normalised by the global token count (algorithms/losses.py), so that is exact. With
+`equal_micro_batches=True` every rank uses the largest count (needed where the schedule must
+be in lockstep across ranks, e.g. a collective inside the loss).
+
+Padding (`pad_to_multiple`): the row is extended to a multiple (TP/SP/CP/FP8 need one; the
+rules live in training/seqlen.py) by a final segment of `pad_token_id` tokens that attends only
+to itself, is not a response token, and is recorded as one more entry of cu_seqlens.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, fields
+from typing import Optional, Sequence
+
+import torch
+
+
+@dataclass
+class TokenSequence:
+    """One sequence for the trainer: prompt + response tokens and their per-token fields.
+
+    Every tensor is [n] over the sequence's tokens, aligned to token positions (module doc).
+    Fields left None are absent from the packed micro-batch too.
+    """
+
+    input_ids: torch.Tensor
+    """[n] int64 prompt then response token ids."""
+    response_mask: torch.Tensor
+    """[n] bool, True on the response tokens (the ones the loss sees)."""
+    rollout_logprobs: Optional[torch.Tensor] = None
+    """[n] fp32 vLLM's log-probs of the sampled tokens."""
+    old_logprobs: Optional[torch.Tensor] = None
+    """[n] fp32 Megatron's log-probs before the update."""
+    ref_logprobs: Optional[torch.Tensor] = None
+    """[n] fp32 reference-model log-probs (only with a KL term)."""
+    old_values: Optional[torch.Tensor] = None
+    """[n] fp32 critic values V(s_t) before the update."""
+    advantages: Optional[torch.Tensor] = None
+    """[n] fp32."""
+    returns: Optional[torch.Tensor] = None
+    """[n] fp32 value targets."""
+    is_weights: Optional[torch.Tensor] = None
+    """[n] fp32 truncated importance weights."""
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+PER_TOKEN_FIELDS = tuple(f.name for f in fields(TokenSequence) if f.name != "input_ids")
+
+
+@dataclass
+class PackedMicroBatch:
+    """Sequences laid end to end in one row.
+
+    input_ids:      [1, T] int64, T = total tokens (+ padding).
+    position_ids:   [1, T] int64, restarting at 0 at every sequence (and the padding segment).
+    cu_seqlens:     [k + 1] int32 segment starts, 0 first and T last; k = number of sequences,
+                    plus one for the padding segment when there is one.
+    indices:        the sequences' indices in the list given to `pack`, in row order.
+    lengths:        their lengths.
+    num_padding:    padding tokens at the end of the row.
+    per-token fields (response_mask, old_logprobs, ...): [1, T], padding positions False / 0.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    cu_seqlens: torch.Tensor
+    indices: list[int]
+    lengths: list[int]
+    num_padding: int
+    response_mask: torch.Tensor
+    rollout_logprobs: Optional[torch.Tensor] = None
+    old_logprobs: Optional[torch.Tensor] = None
+    ref_logprobs: Optional[torch.Tensor] = None
+    old_values: Optional[torch.Tensor] = None
+    advantages: Optional[torch.Tensor] = None
+    returns: Optional[torch.Tensor] = None
+    is_weights: Optional[torch.Tensor] = None
+
+    @property
+    def num_tokens(self) -> int:
+        """T, the row's length including padding."""
+        return int(self.input_ids.shape[1])
+
+    @property
+    def max_seqlen(self) -> int:
+        """Longest segment (the max_seqlen_q/kv of packed attention)."""
+        return int((self.cu_seqlens[1:] - self.cu_seqlens[:-1]).max().item())
+
+    @property
+    def num_response_tokens(self) -> int:
+        return int(self.response_mask.sum().item())
+
+    def attention_mask(self) -> torch.Tensor:
+        """Block-diagonal causal mask [1, 1, T, T] bool, True = masked (Megatron's convention):
+        token i attends to j iff j <= i and both lie in the same segment. O(T^2) memory: for
+        CPU and tests; GPUs use `cu_seqlens`."""
+        return block_causal_mask(self.cu_seqlens)
+
+
+def block_causal_mask(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """[1, 1, T, T] bool, True where attention is masked, from segment starts cu_seqlens [k + 1]."""
+    cu = cu_seqlens.tolist()
+    total = cu[-1]
+    segment = torch.repeat_interleave(torch.arange(len(cu) - 1), torch.tensor([b - a for a, b in zip(cu, cu[1:])]))
+    same = segment.unsqueeze(0) == segment.unsqueeze(1)
+    causal = torch.ones(total, total, dtype=torch.bool).tril()
+    return ~(same & causal).view(1, 1, total, total)
+
+
+def pack(sequences: Sequence[TokenSequence], indices: Sequence[int], pad_to_multiple: int = 1,
+         pad_token_id: int = 0) -> PackedMicroBatch:
+    """Concatenate `sequences[i]` for i in `indices` (in that order) into one micro-batch.
+
+    Raises:
+        ValueError: empty `indices`, a sequence with no tokens, fields of the wrong length,
+            a field present on some sequences but not others, or a sequence starting with a
+            response token (its first token has no context inside the sequence).
+    """
+    if pad_to_multiple < 1:
+        raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
+    if not indices:
+        raise ValueError("a micro-batch needs at least one sequence")
+    chosen = [sequences[i] for i in indices]
+    for i, seq in zip(indices, chosen):
+        _check_sequence(seq, i)
+    lengths = [len(s) for s in chosen]
+    total = sum(lengths)
+    padded = -(-total // pad_to_multiple) * pad_to_multiple
+    num_padding = padded - total
+
+    starts = [0]
+    for n in lengths:
+        starts.append(starts[-1] + n)
+    if num_padding:
+        starts.append(padded)
+    cu_seqlens = torch.tensor(starts, dtype=torch.int32)
+    positions = torch.cat([torch.arange(n) for n in lengths] + ([torch.arange(num_padding)] if num_padding else []))
+
+    def cat(name: str, fill) -> Optional[torch.Tensor]:
+        parts = [getattr(s, name) for s in chosen]
+        present = [p is not None for p in parts]
+        if not any(present):
+            return None
+        if not all(present):
+            missing = [i for i, p in zip(indices, present) if not p]
+            raise ValueError(f"field {name!r} is set on some sequences but not on sequences {missing[:5]}")
+        if num_padding:
+            parts = parts + [torch.full((num_padding,), fill, dtype=parts[0].dtype)]
+        return torch.cat(parts).unsqueeze(0)
+
+    per_token = {name: cat(name, False if name == "response_mask" else 0) for name in PER_TOKEN_FIELDS}
+    return PackedMicroBatch(
+        input_ids=cat("input_ids", pad_token_id),
+        position_ids=positions.unsqueeze(0),
+        cu_seqlens=cu_seqlens,
+        indices=list(indices),
+        lengths=lengths,
+        num_padding=num_padding,
+        **per_token,
+    )
+
+
+def _check_sequence(seq: TokenSequence, index: int) -> None:
+    n = len(seq)
+    if seq.input_ids.dim() != 1 or n == 0:
+        raise ValueError(f"sequence {index}: input_ids must be a non-empty 1-D tensor, got shape {tuple(seq.input_ids.shape)}")
+    for name in PER_TOKEN_FIELDS:
+        t = getattr(seq, name)
+        if t is not None and tuple(t.shape) != (n,):
+            raise ValueError(f"sequence {index}: {name} has shape {tuple(t.shape)}, expected ({n},) like input_ids")
+    if bool(seq.response_mask[0]):
+        raise ValueError(f"sequence {index}: the first token is a response token; a sequence must start with "
+                         f"at least one prompt token")
+
+
+def unpack(x: torch.Tensor, batch: PackedMicroBatch) -> list[torch.Tensor]:
+    """Per-token output of a packed micro-batch -> one tensor per sequence, in row order.
+
+    Args:
+        x: [1, T, ...] or [T, ...] (e.g. log-probs [1, T], logits [1, T, V]).
+    Returns:
+        [n_i, ...] for each sequence of batch.indices (padding dropped); views of x.
+    """
+    if x.dim() >= 2 and x.shape[0] == 1 and x.shape[1] == batch.num_tokens:
+        x = x[0]
+    if x.shape[0] != batch.num_tokens:
+        raise ValueError(f"output has {x.shape[0]} positions, the micro-batch {batch.num_tokens}")
+    return list(torch.split(x[: batch.num_tokens - batch.num_padding], batch.lengths))
+
+
+def unpack_all(outputs: Sequence[torch.Tensor], batches: Sequence[PackedMicroBatch],
+               num_sequences: int) -> list[Optional[torch.Tensor]]:
+    """Outputs of several micro-batches -> a list indexed like the original sequences
+    (None for sequences in none of `batches`, e.g. those of other ranks)."""
+    out: list[Optional[torch.Tensor]] = [None] * num_sequences
+    for x, batch in zip(outputs, batches, strict=True):
+        for i, part in zip(batch.indices, unpack(x, batch)):
+            out[i] = part
+    return out
+
+
+# -- balancing ----------------------------------------------------------------------------
+
+
+def balanced_partition(lengths: Sequence[int], k: int) -> list[list[int]]:
+    """Indices of `lengths` split into k groups of near-equal sums (largest differencing method,
+    Karmarkar & Karp 1982, k-way form).
+
+    Every item starts as its own partial solution (its group holds it, the others are empty);
+    the two partial solutions with the largest spread (max sum - min sum) are merged by
+    pairing the heaviest group of one with the lightest of the other, until one is left.
+    Deterministic: ties break by index. Groups come out heaviest first, each in index order;
+    some are empty when there are fewer items than k.
+    """
+    if k < 1:
+        raise ValueError(f"number of groups must be >= 1, got {k}")
+    heap: list[tuple[int, int, list[tuple[int, list[int]]]]] = []
+    for i, n in enumerate(lengths):
+        groups = [(int(n), [i])] + [(0, []) for _ in range(k - 1)]
+        heapq.heappush(heap, (-int(n), i, groups))
+    if not heap:
+        return [[] for _ in range(k)]
+    while len(heap) > 1:
+        _, tie_a, a = heapq.heappop(heap)
+        _, tie_b, b = heapq.heappop(heap)
+        a = sorted(a, key=lambda g: -g[0])           # heaviest first
+        b = sorted(b, key=lambda g: g[0])            # lightest first
+        merged = [(sa + sb, ia + ib) for (sa, ia), (sb, ib) in zip(a, b)]
+        sums = [s for s, _ in merged]
+        heapq.heappush(heap, (-(max(sums) - min(sums)), min(tie_a, tie_b), merged))
+    groups = sorted(heap[0][2], key=lambda g: (-g[0], g[1][:1]))
+    return [sorted(ix) for _, ix in groups]
+
+
+@dataclass
+class PackPlan:
+    """Which sequences go into which micro-batch of which data-parallel rank.
+
+    micro_batches[r][j]: indices (into the list the plan was made for) of rank r's j-th
+    micro-batch, longest first. Every index appears exactly once.
+    """
+
+    micro_batches: list[list[list[int]]]
+    lengths: list[int]
+
+    def rank_tokens(self) -> list[int]:
+        """Tokens per data-parallel rank (unpadded)."""
+        return [sum(self.lengths[i] for mb in rank for i in mb) for rank in self.micro_batches]
+
+
+def plan_micro_batches(lengths: Sequence[int], dp_size: int, max_tokens: int, pad_to_multiple: int = 1,
+                       equal_micro_batches: bool = False) -> PackPlan:
+    """Assign sequences to data-parallel ranks and micro-batches (module doc, "Balancing").
+
+    Args:
+        lengths: tokens of each sequence (prompt + response).
+        dp_size: data-parallel ranks.
+        max_tokens: token budget of one micro-batch, padding included.
+        pad_to_multiple: the multiple `pack` will pad each micro-batch to.
+        equal_micro_batches: give every rank the same number of micro-batches.
+    Raises:
+        ValueError: a sequence longer than the budget, or fewer sequences than ranks.
+    """
+    if dp_size < 1:
+        raise ValueError(f"dp_size must be >= 1, got {dp_size}")
+    if max_tokens < 1 or max_tokens % pad_to_multiple:
+        raise ValueError(f"max_tokens must be a positive multiple of pad_to_multiple={pad_to_multiple}, got {max_tokens}")
+    lengths = [int(n) for n in lengths]
+    for i, n in enumerate(lengths):
+        if n < 1:
+            raise ValueError(f"sequence {i} has {n} tokens")
+        if _padded(n, pad_to_multiple) > max_tokens:
+            raise ValueError(f"sequence {i} has {n} tokens, more than the micro-batch budget max_tokens={max_tokens}; "
+                             f"raise the budget or bound the sequence length")
+    if len(lengths) < dp_size:
+        raise ValueError(f"{len(lengths)} sequences cannot fill {dp_size} data-parallel ranks")
+
+    ranks = balanced_partition(lengths, dp_size)
+    counts = [_fewest_micro_batches([lengths[i] for i in r], max_tokens, pad_to_multiple) for r in ranks]
+    if equal_micro_batches:
+        target = max(counts)
+        if any(len(r) < target for r in ranks):
+            raise ValueError(f"equal_micro_batches: a rank has fewer sequences than the {target} micro-batches "
+                             f"another needs; raise max_tokens or turn equal_micro_batches off")
+        counts = [target] * dp_size
+    plan = []
+    for members, m in zip(ranks, counts):
+        plan.append(_split(members, lengths, m, max_tokens, pad_to_multiple))
+    return PackPlan(micro_batches=plan, lengths=lengths)
+
+
+def _padded(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _split(members: list[int], lengths: list[int], m: int, max_tokens: int, multiple: int) -> list[list[int]]:
+    """members into m balanced micro-batches within the budget (m is feasible: _fewest says so,
+    or equal_micro_batches asked for more parts than the fewest); each longest first."""
+    while True:
+        parts = balanced_partition([lengths[i] for i in members], m)
+        if all(_padded(sum(lengths[members[j]] for j in p), multiple) <= max_tokens for p in parts):
+            break
+        m += 1  # only reachable with equal_micro_batches and an infeasible m (never past len)
+    out = [sorted((members[j] for j in p), key=lambda i: (-lengths[i], i)) for p in parts if p]
+    return sorted(out, key=lambda mb: (-sum(lengths[i] for i in mb), mb[0]))
+
+
+def _fewest_micro_batches(group: list[int], max_tokens: int, multiple: int) -> int:
+    """Smallest m for which the balanced m-way partition of `group` fits the budget."""
+    if not group:
+        return 0
+    m = max(1, -(-sum(group) // max_tokens))  # no fewer parts than the total needs
+    while m < len(group):
+        parts = balanced_partition(group, m)
+        if all(_padded(sum(group[j] for j in p), multiple) <= max_tokens for p in parts):
+            return m
+        m += 1
+    return len(group)
