@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from megatron_pacore.algorithms.gae import gae, place_reward, whiten
 from megatron_pacore.algorithms.losses import (
     KL_ESTIMATORS,
     Metrics,
@@ -76,6 +77,25 @@ class PPOConfig:
     def needs_reference(self) -> bool:
         """Whether the actor loss needs reference-model log-probs."""
         return self.kl_coef > 0
+
+
+def compute_advantages(cfg: PPOConfig, rewards: torch.Tensor, values: torch.Tensor,
+                       response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 5 of the trainer: one reward per response on its last token, GAE with cfg.gamma and
+    cfg.gae_lambda, then whitening when cfg.whiten_advantages (returns are never whitened).
+
+    Args:
+        rewards: [b] per-response rewards.
+        values: [b, s] old critic values V(s_t), token-aligned.
+        response_mask: [b, s] bool.
+    Returns:
+        (advantages [b, s], returns [b, s]), 0 off the response tokens.
+    """
+    advantages, returns = gae(place_reward(rewards, response_mask), values, response_mask,
+                              gamma=cfg.gamma, lam=cfg.gae_lambda)
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, response_mask)
+    return advantages, returns
 
 
 def actor_loss(cfg: PPOConfig, logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,

@@ -74,6 +74,30 @@ class TokenSequence:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    @classmethod
+    def from_prompt_response(cls, prompt_ids: Sequence[int], response_ids: Sequence[int],
+                             rollout_logprobs: Optional[Sequence[float]] = None) -> "TokenSequence":
+        """A sequence from a rollout: prompt token ids, the sampled response token ids and, if
+        given, the engine's log-prob of each sampled token (one per response token), placed at
+        the response positions (0 over the prompt).
+
+        Raises:
+            ValueError: an empty prompt, or a log-prob count that differs from the response's.
+        """
+        if len(prompt_ids) == 0:
+            raise ValueError("a sequence needs at least one prompt token")
+        n_p, n_r = len(prompt_ids), len(response_ids)
+        ids = torch.tensor(list(prompt_ids) + list(response_ids), dtype=torch.long)
+        mask = torch.zeros(n_p + n_r, dtype=torch.bool)
+        mask[n_p:] = True
+        lp = None
+        if rollout_logprobs is not None:
+            if len(rollout_logprobs) != n_r:
+                raise ValueError(f"{len(rollout_logprobs)} rollout log-probs for {n_r} response tokens")
+            lp = torch.zeros(n_p + n_r, dtype=torch.float32)
+            lp[n_p:] = torch.tensor(list(rollout_logprobs), dtype=torch.float32)
+        return cls(input_ids=ids, response_mask=mask, rollout_logprobs=lp)
+
 
 PER_TOKEN_FIELDS = tuple(f.name for f in fields(TokenSequence) if f.name != "input_ids")
 

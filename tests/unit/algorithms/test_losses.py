@@ -6,7 +6,7 @@ import torch
 
 from megatron_pacore.algorithms.importance import truncated_is_weights
 from megatron_pacore.algorithms.losses import entropy_loss, kl_estimate, kl_loss, policy_loss, value_loss
-from megatron_pacore.algorithms.ppo import PPOConfig, actor_loss, critic_loss
+from megatron_pacore.algorithms.ppo import PPOConfig, actor_loss, compute_advantages, critic_loss
 
 # Four tokens, the last one not a response token; old log-probs 0 so ratio = exp(logprobs).
 RATIOS = [1.5, 0.5, 1.1, 2.0]
@@ -136,3 +136,17 @@ def test_ppo_config_names_the_bad_field(field, value):
 def test_num_tokens_must_be_positive():
     with pytest.raises(ValueError, match="num_tokens"):
         policy_loss(new_logprobs(), torch.zeros(1, 4), ADV, MASK, num_tokens=0)
+
+
+def test_compute_advantages_places_reward_runs_gae_and_whitens_on_request():
+    mask = torch.tensor([[False, True, True], [False, True, False]])
+    values = torch.tensor([[0.0, 0.25, 0.5], [0.0, 0.5, 0.0]])
+    adv, ret = compute_advantages(PPOConfig(), torch.tensor([1.0, 0.0]), values, mask)
+    # lambda = gamma = 1: A = R - V: row 0: 1 - 0.25, 1 - 0.5; row 1: 0 - 0.5
+    assert adv.tolist() == [[0.0, 0.75, 0.5], [0.0, -0.5, 0.0]]
+    assert ret.tolist() == [[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    w, ret_w = compute_advantages(PPOConfig(whiten_advantages=True), torch.tensor([1.0, 0.0]), values, mask)
+    # mean of (0.75, 0.5, -0.5) = 0.25; unbiased var = (0.25 + 0.0625 + 0.5625) / 2 = 0.4375
+    sd = 0.4375 ** 0.5
+    assert w[mask].tolist() == pytest.approx([0.5 / sd, 0.25 / sd, -0.75 / sd], rel=1e-6)
+    assert torch.equal(ret_w, ret)

@@ -48,6 +48,17 @@ def test_pack_lays_sequences_end_to_end_with_restarting_positions():
     assert mb.old_logprobs is None
 
 
+def test_sequence_from_a_rollout():
+    s = TokenSequence.from_prompt_response([7, 8], [9, 10, 11], rollout_logprobs=[-0.5, -1.0, -2.0])
+    assert s.input_ids.tolist() == [7, 8, 9, 10, 11]
+    assert s.response_mask.tolist() == [False, False, True, True, True]
+    assert s.rollout_logprobs.tolist() == [0.0, 0.0, -0.5, -1.0, -2.0]
+    with pytest.raises(ValueError, match="2 rollout log-probs for 3 response tokens"):
+        TokenSequence.from_prompt_response([7], [9, 10, 11], rollout_logprobs=[-0.5, -1.0])
+    with pytest.raises(ValueError, match="at least one prompt token"):
+        TokenSequence.from_prompt_response([], [9])
+
+
 def test_block_causal_mask_by_hand():
     m = block_causal_mask(torch.tensor([0, 2, 3], dtype=torch.int32))[0, 0]
     # True = masked. Segment {0, 1} is causal inside; token 2 sees only itself.
