@@ -16,7 +16,7 @@ sequence-level averaging; DAPO, Yu et al. 2025, section 3.4).
 
 With Megatron's schedule: a loss function returning (loss, metrics) is divided by the number
 of micro-batches and DDP averages gradients over data-parallel ranks, so either multiply the
-loss by num_microbatches * dp_size, or set `calculate_per_token_loss=True` and return the
+loss by num_microbatches * dp_size (this rank's number of micro-batches), or set `calculate_per_token_loss=True` and return the
 token SUM with the local token count (Megatron then divides by the all-reduced count).
 
 Metrics follow the same rule: a key ending in a token mean is a contribution normalised by

@@ -13,6 +13,7 @@ from megatron_pacore.data.packing import (
     balanced_partition,
     block_causal_mask,
     pack,
+    packed_length,
     plan_micro_batches,
     unpack,
     unpack_all,
@@ -42,10 +43,31 @@ def test_pack_lays_sequences_end_to_end_with_restarting_positions():
     assert mb.input_ids.tolist() == [[4, 5, 1, 2, 3, 0, 0, 0]]
     assert mb.position_ids.tolist() == [[0, 1, 0, 1, 2, 0, 1, 2]]
     assert mb.cu_seqlens.tolist() == [0, 2, 5, 8]
+    assert mb.cu_seqlens_padded.tolist() == [0, 2, 5, 8]
     assert mb.response_mask.tolist() == [[False, True, False, True, True, False, False, False]]
     assert mb.num_padding == 3 and mb.lengths == [2, 3] and mb.indices == [1, 0]
     assert mb.max_seqlen == 3 and mb.num_response_tokens == 3
     assert mb.old_logprobs is None
+
+
+def test_per_sequence_padding_for_thd_with_context_parallelism():
+    seqs = [TokenSequence(input_ids=torch.tensor([1, 2, 3]), response_mask=torch.tensor([False, True, True]),
+                          advantages=torch.tensor([0.0, 0.5, 0.5])),
+            TokenSequence(input_ids=torch.tensor([4, 5, 6, 7, 8]), response_mask=torch.tensor([False] * 2 + [True] * 3),
+                          advantages=torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0]))]
+    mb = pack(seqs, [0, 1], pad_to_multiple=16, pad_sequence_to_multiple=4, pad_token_id=9)
+    # slots of 4 and 8 (3 -> 4, 5 -> 8), then a trailing segment of 4 to reach 16
+    assert mb.input_ids.tolist() == [[1, 2, 3, 9, 4, 5, 6, 7, 8, 9, 9, 9, 9, 9, 9, 9]]
+    assert mb.position_ids.tolist() == [[0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]]
+    assert mb.cu_seqlens_padded.tolist() == [0, 4, 12, 16]
+    assert mb.cu_seqlens.tolist() == [0, 3, 8, 12]          # real lengths 3, 5 and the tail's 4
+    assert mb.num_padding == 8 and mb.max_seqlen == 8
+    assert mb.advantages.tolist() == [[0, 0.5, 0.5, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]]
+    assert mb.response_mask.sum().item() == 5
+    a, b = unpack(mb.advantages, mb)
+    assert torch.equal(a, seqs[0].advantages) and torch.equal(b, seqs[1].advantages)
+    plan = plan_micro_batches([3, 5], dp_size=1, max_tokens=16, pad_to_multiple=16, pad_sequence_to_multiple=4)
+    assert plan.lengths == [4, 8] and plan.micro_batches == [[[1, 0]]]
 
 
 def test_sequence_from_a_rollout():
@@ -79,6 +101,7 @@ def test_no_token_lost_or_duplicated_and_unpack_inverts_pack():
         for b in batches:
             assert b.num_tokens <= 64 and b.num_tokens % 8 == 0
             assert b.num_tokens - b.num_padding == sum(lengths[i] for i in b.indices)
+        assert all(b.num_tokens == packed_length([lengths[i] for i in b.indices], 8) for b in batches)
         for name in ("input_ids", "response_mask", "old_logprobs", "advantages"):
             back = unpack_all([getattr(b, name) for b in batches], batches, len(seqs))
             for i in (i for mb in rank for i in mb):
@@ -177,7 +200,8 @@ def token_logprobs(logits, ids):
     return torch.cat([lp.new_zeros(1, 1), lp], dim=1)
 
 
-def test_packed_loss_equals_unpacked_loss_and_gradients():
+@pytest.mark.parametrize("pad_sequence_to_multiple", [1, 4])
+def test_packed_loss_equals_unpacked_loss_and_gradients(pad_sequence_to_multiple):
     lengths = [7, 3, 12, 5]
     seqs = make_sequences(lengths, prompt=3)
     n = sum(int(s.response_mask.sum()) for s in seqs)
@@ -208,7 +232,7 @@ def test_packed_loss_equals_unpacked_loss_and_gradients():
     model.zero_grad()
     packed = 0.0
     for idx in ([2, 0], [3, 1]):
-        mb = pack(seqs, idx, pad_to_multiple=8)
+        mb = pack(seqs, idx, pad_to_multiple=8, pad_sequence_to_multiple=pad_sequence_to_multiple)
         lp = token_logprobs(model(mb.input_ids, mb.position_ids, mb.attention_mask()), mb.input_ids)
         for i, part in zip(mb.indices, unpack(lp.detach(), mb)):
             # Equal everywhere but position 0, whose "context" is the previous sequence.
