@@ -2,5 +2,6 @@
 
 io.py             problems in, results out (JSON lines) for inference and evaluation
 train_records.py  TrainRecord: a training problem with its cached message pool (JSONL/Parquet)
-packing.py        sequences into token-budget micro-batches balanced over data-parallel ranks
+packing.py        sequences laid end to end in token-budget micro-batches, and back
+balancing.py      which sequences go to which data-parallel rank and micro-batch
 """

@@ -1,6 +1,6 @@
 """Sequence packing: variable-length sequences into micro-batches with no padding compute.
 
-    plan = plan_micro_batches(lengths, dp_size, max_tokens)     # same on every rank
+    plan = plan_micro_batches(lengths, dp_size, max_tokens)     # balancing.py; same on every rank
     packed = [pack(seqs, idx, pad_to_multiple=8) for idx in plan.micro_batches[dp_rank]]
     ... model forward on packed[i].input_ids [1, T] ...
     per_sequence = unpack(per_token_output, packed[i])            # back to [n_i] each
@@ -9,8 +9,8 @@ Each sequence (prompt + response) is laid end to end in one row [1, T] of the mi
 Attention stays inside a sequence: on GPU through THD / packed-sequence attention with
 `cu_seqlens` and `cu_seqlens_padded` (the `cu_seqlens_q/kv` and `cu_seqlens_q/kv_padded` of
 Megatron's PackedSeqParams, with `max_seqlen`); on CPU through a block-diagonal causal mask.
-Positions restart at 0 for every sequence, so rotary embeddings see each sequence as if it were alone, and a model gives every
-token the same output packed or not.
+Positions restart at 0 for every sequence, so rotary embeddings see each sequence as if it
+were alone, and a model gives every token the same output packed or not.
 
 Token alignment is that of training/logprobs.py: a per-token field at position t describes
 token t (log pi(token t | tokens before), V(s_t)), computed from the output at t - 1. In a
@@ -18,21 +18,8 @@ packed row the output before a sequence's first token belongs to the previous se
 that first position is meaningless; it is a prompt token (a response needs a prompt), which
 `pack` checks, and the response mask hides it.
 
-Balancing (`plan_micro_batches`):
-1. Sequences are split over the data-parallel ranks into groups of near-equal TOKEN count by
-   the largest differencing method (Karmarkar & Karp 1982, k-way); on heavy-tailed lengths
-   (Pareto, 128 sequences, 4 ranks) it was never worse than greedy longest-first and often far
-   tighter (spread 1 token against 209). A rank's compute goes with its tokens, not its
-   sequence count.
-2. Each rank's group is cut into as few micro-batches as its token budget allows: the smallest
-   m for which the same k-way partition into m parts keeps every part within the budget, so
-   micro-batches are balanced too (pipeline stages wait for the slowest micro-batch).
-Ranks may end with different numbers of micro-batches: each runs its own schedule and the
-loss is normalised by the global token count (algorithms/losses.py), so that is exact (where
-Megatron's schedule divides a loss by the number of micro-batches, each rank undoes it with
-its own count). With
-`equal_micro_batches=True` every rank uses the largest count (needed where the schedule must
-be in lockstep across ranks, e.g. a collective inside the loss).
+Which sequences share a micro-batch, and on which data-parallel rank, is decided by
+`balancing.plan_micro_batches`; `pack` makes one micro-batch from its indices.
 
 Padding (the rules for TP/SP/CP/FP8 live in training/seqlen.py; here they are arguments):
 - `pad_to_multiple`: the row is extended to a multiple by a trailing segment of `pad_token_id`
@@ -44,11 +31,12 @@ Padding (the rules for TP/SP/CP/FP8 live in training/seqlen.py; here they are ar
 """
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
 import torch
+
+from megatron_pacore.data.balancing import round_up
 
 
 @dataclass
@@ -175,7 +163,7 @@ def block_causal_mask(cu_seqlens: torch.Tensor) -> torch.Tensor:
 
 def packed_length(lengths: Sequence[int], pad_to_multiple: int = 1, pad_sequence_to_multiple: int = 1) -> int:
     """T of the row `pack` makes from sequences of these lengths."""
-    return _padded(sum(_padded(int(n), pad_sequence_to_multiple) for n in lengths), pad_to_multiple)
+    return round_up(sum(round_up(int(n), pad_sequence_to_multiple) for n in lengths), pad_to_multiple)
 
 
 def pack(sequences: Sequence[TokenSequence], indices: Sequence[int], pad_to_multiple: int = 1,
@@ -203,7 +191,7 @@ def pack(sequences: Sequence[TokenSequence], indices: Sequence[int], pad_to_mult
     for i, seq in zip(indices, chosen):
         _check_sequence(seq, i)
     lengths = [len(s) for s in chosen]
-    slots = [_padded(n, pad_sequence_to_multiple) for n in lengths]
+    slots = [round_up(n, pad_sequence_to_multiple) for n in lengths]
     total = packed_length(lengths, pad_to_multiple, pad_sequence_to_multiple)
     tail = total - sum(slots)
     real = lengths + ([tail] if tail else [])
@@ -284,128 +272,3 @@ def unpack_all(outputs: Sequence[torch.Tensor], batches: Sequence[PackedMicroBat
         for i, part in zip(batch.indices, unpack(x, batch)):
             out[i] = part
     return out
-
-
-# -- balancing ----------------------------------------------------------------------------
-
-
-def balanced_partition(lengths: Sequence[int], k: int) -> list[list[int]]:
-    """Indices of `lengths` split into k groups of near-equal sums (largest differencing method,
-    Karmarkar & Karp 1982, k-way form).
-
-    Every item starts as its own partial solution (its group holds it, the others are empty);
-    the two partial solutions with the largest spread (max sum - min sum) are merged by
-    pairing the heaviest group of one with the lightest of the other, until one is left.
-    Deterministic: ties break by index. Groups come out heaviest first, each in index order;
-    some are empty when there are fewer items than k.
-    """
-    if k < 1:
-        raise ValueError(f"number of groups must be >= 1, got {k}")
-    heap: list[tuple[int, int, list[tuple[int, list[int]]]]] = []
-    for i, n in enumerate(lengths):
-        groups = [(int(n), [i])] + [(0, []) for _ in range(k - 1)]
-        heapq.heappush(heap, (-int(n), i, groups))
-    if not heap:
-        return [[] for _ in range(k)]
-    while len(heap) > 1:
-        _, tie_a, a = heapq.heappop(heap)
-        _, tie_b, b = heapq.heappop(heap)
-        a = sorted(a, key=lambda g: -g[0])           # heaviest first
-        b = sorted(b, key=lambda g: g[0])            # lightest first
-        merged = [(sa + sb, ia + ib) for (sa, ia), (sb, ib) in zip(a, b)]
-        sums = [s for s, _ in merged]
-        heapq.heappush(heap, (-(max(sums) - min(sums)), min(tie_a, tie_b), merged))
-    groups = sorted(heap[0][2], key=lambda g: (-g[0], g[1][:1]))
-    return [sorted(ix) for _, ix in groups]
-
-
-@dataclass
-class PackPlan:
-    """Which sequences go into which micro-batch of which data-parallel rank.
-
-    micro_batches[r][j]: indices (into the list the plan was made for) of rank r's j-th
-    micro-batch, longest first. Every index appears exactly once.
-    """
-
-    micro_batches: list[list[list[int]]]
-    lengths: list[int]
-    """Tokens each sequence occupies in a row (its length padded to pad_sequence_to_multiple)."""
-
-    def rank_tokens(self) -> list[int]:
-        """Tokens per data-parallel rank (sequence slots, without the rows' trailing padding)."""
-        return [sum(self.lengths[i] for mb in rank for i in mb) for rank in self.micro_batches]
-
-
-def plan_micro_batches(lengths: Sequence[int], dp_size: int, max_tokens: int, pad_to_multiple: int = 1,
-                       equal_micro_batches: bool = False, pad_sequence_to_multiple: int = 1) -> PackPlan:
-    """Assign sequences to data-parallel ranks and micro-batches (module doc, "Balancing").
-
-    Args:
-        lengths: tokens of each sequence (prompt + response).
-        dp_size: data-parallel ranks.
-        max_tokens: token budget of one micro-batch, padding included.
-        pad_to_multiple: the multiple `pack` will pad each micro-batch to.
-        equal_micro_batches: give every rank the same number of micro-batches.
-        pad_sequence_to_multiple: the multiple `pack` will pad each sequence to; sequences are
-            balanced and budgeted by their padded length.
-    Raises:
-        ValueError: a sequence longer than the budget, or fewer sequences than ranks.
-    """
-    if dp_size < 1:
-        raise ValueError(f"dp_size must be >= 1, got {dp_size}")
-    if max_tokens < 1 or max_tokens % pad_to_multiple:
-        raise ValueError(f"max_tokens must be a positive multiple of pad_to_multiple={pad_to_multiple}, got {max_tokens}")
-    if pad_sequence_to_multiple < 1:
-        raise ValueError(f"pad_sequence_to_multiple must be >= 1, got {pad_sequence_to_multiple}")
-    for i, n in enumerate(lengths):
-        if int(n) < 1:
-            raise ValueError(f"sequence {i} has {n} tokens")
-    lengths = [_padded(int(n), pad_sequence_to_multiple) for n in lengths]
-    for i, n in enumerate(lengths):
-        if _padded(n, pad_to_multiple) > max_tokens:
-            raise ValueError(f"sequence {i} has {n} tokens, more than the micro-batch budget max_tokens={max_tokens}; "
-                             f"raise the budget or bound the sequence length")
-    if len(lengths) < dp_size:
-        raise ValueError(f"{len(lengths)} sequences cannot fill {dp_size} data-parallel ranks")
-
-    ranks = balanced_partition(lengths, dp_size)
-    counts = [_fewest_micro_batches([lengths[i] for i in r], max_tokens, pad_to_multiple) for r in ranks]
-    if equal_micro_batches:
-        target = max(counts)
-        if any(len(r) < target for r in ranks):
-            raise ValueError(f"equal_micro_batches: a rank has fewer sequences than the {target} micro-batches "
-                             f"another needs; raise max_tokens or turn equal_micro_batches off")
-        counts = [target] * dp_size
-    plan = []
-    for members, m in zip(ranks, counts):
-        plan.append(_split(members, lengths, m, max_tokens, pad_to_multiple))
-    return PackPlan(micro_batches=plan, lengths=lengths)
-
-
-def _padded(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def _split(members: list[int], lengths: list[int], m: int, max_tokens: int, multiple: int) -> list[list[int]]:
-    """members into m balanced micro-batches within the budget (m is feasible: _fewest says so,
-    or equal_micro_batches asked for more parts than the fewest); each longest first."""
-    while True:
-        parts = balanced_partition([lengths[i] for i in members], m)
-        if all(_padded(sum(lengths[members[j]] for j in p), multiple) <= max_tokens for p in parts):
-            break
-        m += 1  # only reachable with equal_micro_batches and an infeasible m (never past len)
-    out = [sorted((members[j] for j in p), key=lambda i: (-lengths[i], i)) for p in parts if p]
-    return sorted(out, key=lambda mb: (-sum(lengths[i] for i in mb), mb[0]))
-
-
-def _fewest_micro_batches(group: list[int], max_tokens: int, multiple: int) -> int:
-    """Smallest m for which the balanced m-way partition of `group` fits the budget."""
-    if not group:
-        return 0
-    m = max(1, -(-sum(group) // max_tokens))  # no fewer parts than the total needs
-    while m < len(group):
-        parts = balanced_partition(group, m)
-        if all(_padded(sum(group[j] for j in p), multiple) <= max_tokens for p in parts):
-            return m
-        m += 1
-    return len(group)

@@ -8,16 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from megatron_pacore.algorithms.losses import policy_loss
-from megatron_pacore.data.packing import (
-    TokenSequence,
-    balanced_partition,
-    block_causal_mask,
-    pack,
-    packed_length,
-    plan_micro_batches,
-    unpack,
-    unpack_all,
-)
+from megatron_pacore.data.balancing import balanced_partition, plan_micro_batches
+from megatron_pacore.data.packing import TokenSequence, block_causal_mask, pack, packed_length, unpack, unpack_all
 
 
 def make_sequences(lengths, prompt=2, seed=0, vocab=50):
