@@ -26,6 +26,8 @@ CORE = [
     # dist_checkpointing needs psutil but megatron-core does not declare it.
     "psutil>=5.9",
     "matplotlib>=3.8",
+    # Parquet training records (data/train_records.py).
+    "pyarrow>=14",
 ]
 
 EXTRAS = {

@@ -177,7 +177,12 @@ def transformer_config(hf_config: Any, groups: ParallelGroups, opts: ModelOption
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu_initialization=not on_gpu,
-        perform_initialization=False,  # every weight is loaded from a checkpoint
+        # Every weight is loaded from a checkpoint, but Megatron-Core 0.16's Column/Row-
+        # parallel linears and vocab-parallel embedding set their `tensor_model_parallel`
+        # attributes only inside the initialisation: without it, every sharded weight looks
+        # like a TP duplicate, and the optimizer's global gradient norm (hence clipping)
+        # silently drops the shards of TP ranks > 0 (tests/distributed/worker_update.py).
+        perform_initialization=True,
         # CUDA-only fusions: on where the kernels exist, off on CPU (DESIGN §3).
         gradient_accumulation_fusion=use_te and opts.gradient_accumulation_fusion,
         bias_activation_fusion=on_gpu,
