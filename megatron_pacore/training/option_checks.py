@@ -68,6 +68,7 @@ def check_main_grad(opts: Any, model: Any) -> None:
     """gradient_accumulation_fusion needs every trainable parameter to carry `main_grad`,
     which Megatron's DistributedDataParallel allocates: call after wrapping, before training.
 
+    opts: `ModelOptions` or the model's TransformerConfig (both carry the flag).
     model: the model as it will be trained (a Megatron DDP wrapper or a bare module).
     """
     if not opts.gradient_accumulation_fusion:
