@@ -8,4 +8,7 @@
     forward    forward-only passes through the pipeline schedule; context-parallel layout
     logprobs   vocab-parallel log-probs, entropy and values
     verify     logit parity of a converted checkpoint with transformers
+    seqlen     the padded length a (packed) sequence needs for CP, SP and FP8
+    option_checks  option combinations TE/Megatron would ignore or crash on, refused early
+    planner    per-GPU memory of actor, critic and vLLM; the TP/PP/CP/DP layout that fits
 """

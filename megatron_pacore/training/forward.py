@@ -9,6 +9,9 @@ the sequence into 2*cp chunks and CP rank r keeps chunks r and 2*cp-1-r (`cp_spl
 load-balanced layout Megatron's rotary embedding and TE's CP attention assume). `collect` then
 sees this rank's part; `cp_gather` reassembles per-position results to the full sequence.
 `gather_vocab` assembles full logits from the vocab-parallel shards (tests, verification).
+
+Every micro-batch's length must meet the layout's rules (CP, SP, FP8: `training.seqlen`);
+`forward_only` checks them before anything runs, naming the rule and the length to pad to.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from megatron_pacore.training import seqlen
 from megatron_pacore.training.parallel import ParallelGroups
 
 
@@ -88,6 +92,40 @@ def cp_gather(x: torch.Tensor, groups: ParallelGroups, dim: int = 1) -> torch.Te
     return cp_merge(parts, dim=dim)
 
 
+def uses_te_attention(model) -> bool:
+    """True when the model's core attention is Transformer Engine's (it runs its own causal
+    mask and ignores an attention_mask argument)."""
+    inner = model.module if hasattr(model, "module") else model
+    decoder = getattr(inner, "decoder", None)
+    layers = getattr(decoder, "layers", None) or []
+    if not len(layers):
+        return False
+    core = getattr(getattr(layers[0], "self_attention", None), "core_attention", None)
+    return type(core).__name__.startswith("TE")
+
+
+def check_batches(model, batches: list[MicroBatch]) -> None:
+    """Refuse micro-batches the model would mis-handle: lengths the layout cannot split
+    (`seqlen.check_length`) and explicit attention masks under TE's causal attention.
+
+    Raises:
+        ValueError: naming the micro-batch, the rule and what to change.
+    """
+    inner = model.module if hasattr(model, "module") else model
+    rules = seqlen.config_kwargs(inner.config)
+    te = uses_te_attention(model)
+    for i, mb in enumerate(batches):
+        try:
+            seqlen.check_length(mb.input_ids.shape[1], **rules)
+        except ValueError as e:
+            raise ValueError(f"micro-batch {i}: {e}") from None
+        if mb.attention_mask is not None and te:
+            raise ValueError(
+                f"micro-batch {i}: MicroBatch.attention_mask is set, but Transformer Engine's "
+                "causal attention ignores explicit masks; pass attention_mask=None (causal) or "
+                "build the model with model.transformer_engine=false")
+
+
 def _local(mb: MicroBatch, groups: ParallelGroups) -> MicroBatch:
     """The micro-batch as this CP rank sees it (labels fixed before the sequence is cut)."""
     cp = groups.config.cp
@@ -113,6 +151,7 @@ def forward_only(model, groups: ParallelGroups, batches: list[MicroBatch],
 
     if not batches:
         return []
+    check_batches(model, batches)
     shapes = {tuple(mb.input_ids.shape) for mb in batches}
     b, s = batches[0].input_ids.shape
     inner = model.module if hasattr(model, "module") else model

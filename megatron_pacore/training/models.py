@@ -88,6 +88,9 @@ class ModelOptions:
             raise ValueError("model.make_vocab_size_divisible_by must be >= 1")
         if self.gradient_accumulation_fusion and self.transformer_engine is False:
             raise ValueError("model.gradient_accumulation_fusion needs model.transformer_engine")
+        from megatron_pacore.training.option_checks import check_model_options
+
+        check_model_options(self)
 
     def use_te(self, groups: ParallelGroups) -> bool:
         if self.transformer_engine is None:
@@ -133,6 +136,9 @@ def transformer_config(hf_config: Any, groups: ParallelGroups, opts: ModelOption
         raise ValueError("model.sequence_parallel needs the Transformer Engine spec (CUDA)")
     if opts.fp8 and not use_te:
         raise ValueError("model.fp8 needs the Transformer Engine spec (CUDA)")
+    from megatron_pacore.training.option_checks import check_layout
+
+    check_layout(opts, par, torch.cuda.get_device_capability() if on_gpu else None)
     _, attention_scaling = hf_rope(hf_config)
     dtype = PRECISIONS[opts.precision]
     recompute = {}

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import torch
 
+from megatron_pacore.training.option_checks import check_main_grad
 from megatron_pacore.training.parallel import ParallelGroups
 
 DECAY_STYLES = ("constant", "linear", "cosine")
@@ -156,6 +157,7 @@ def make_trainable(model, groups: ParallelGroups, options: OptimizerOptions, tot
         grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=distributed,
         check_for_nan_in_grad=False)
     module = DistributedDataParallel(config, ddp_config, model)
+    check_main_grad(config, module)  # TE's fused wgrad accumulation writes into main_grad
     dtype = config.params_dtype
     opt_config = OptimizerConfig(
         optimizer="adam", lr=options.lr, min_lr=options.min_lr, weight_decay=options.weight_decay,

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from megatron_pacore.training.forward import MicroBatch, cp_split
+from megatron_pacore.training.forward import MicroBatch, check_batches, cp_split
 from megatron_pacore.training.optimizer import Trainable
 
 
@@ -80,6 +80,7 @@ def train_step(trainable: Trainable, batches: list[MicroBatch], loss_fn: LossFn,
 
     if len(batches) != len(token_tensors):
         raise ValueError(f"{len(batches)} micro-batches but {len(token_tensors)} token tensor sets")
+    check_batches(trainable.module, batches)  # lengths the layout can split; no mask under TE
     groups = trainable.groups
     cp, cp_rank = groups.config.cp, groups.cp_rank
     local = [_local_inputs(mb, t, cp, cp_rank) for mb, t in zip(batches, token_tensors)]

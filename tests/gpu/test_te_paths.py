@@ -8,9 +8,21 @@ FAMILIES = ("qwen3", "qwen2", "llama")
 
 @pytest.fixture(scope="module")
 def groups():
-    from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
+    """A world of one on this GPU; torn down afterwards so that NCCL, Megatron's groups and the
+    RANK/WORLD_SIZE variables `initialize_parallel` sets do not leak into later tests."""
+    import os
 
-    return initialize_parallel(ParallelConfig(tp=1, device="cuda"))
+    from megatron_pacore.training.parallel import ParallelConfig, destroy_parallel, initialize_parallel
+
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    saved = {k: os.environ.get(k) for k in names}
+    yield initialize_parallel(ParallelConfig(tp=1, device="cuda"))
+    destroy_parallel()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _actor(hf_dir, groups, **opts):

@@ -43,10 +43,12 @@ def main() -> None:
 
     hf = HFCheckpoint(args.model)
     ids = torch.randint(0, hf.config.vocab_size, (2, 128), generator=torch.Generator().manual_seed(0))
-    ref = reference_logprobs(args.model, ids)
     res = {}
 
+    # Sets this rank's device (LOCAL_RANK) first: every `.cuda()` below lands on it, so the
+    # reference and the Megatron results live on the same GPU.
     groups = initialize_parallel(ParallelConfig(tp=2, device="cuda"))
+    ref = reference_logprobs(args.model, ids)
     opts = ModelOptions(precision="bf16", sequence_parallel=True)
     actor = build(hf, groups, opts).eval()
     (lp, _), = compute_logprobs(actor, groups, [MicroBatch(ids)], hf.config.vocab_size)
