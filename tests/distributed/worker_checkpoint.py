@@ -51,7 +51,7 @@ def identical(dir_a: Path, dir_b: Path) -> bool:
 def family_checks(name: str, hf_dir: str, work: Path, res: dict) -> None:
     from megatron_pacore.checkpoint.convert import hf_to_megatron, megatron_to_hf
     from megatron_pacore.checkpoint.dist import CheckpointInfo, save_model
-    from megatron_pacore.training.verify import hf_logits, random_tokens
+    from megatron_pacore.checkpoint.verify import hf_logits, random_tokens
 
     rank, world = dist.get_rank(), dist.get_world_size()
     conv, saved = work / f"conv_{name}", work / f"saved_{name}"
@@ -106,7 +106,7 @@ def critic_checks(hf_dir: str, work: Path, res: dict) -> None:
     from megatron_pacore.training.logprobs import compute_values
     from megatron_pacore.training.models import ModelOptions
     from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
-    from megatron_pacore.training.verify import random_tokens
+    from megatron_pacore.checkpoint.verify import random_tokens
 
     hf = HFCheckpoint(hf_dir)
     ids = random_tokens(hf.config.vocab_size, 2, 16, seed=2)
