@@ -63,8 +63,10 @@ class CriticModel(MegatronModule):
     Forward: (input_ids [b, s], position_ids [b, s], attention_mask, **GPTModel kwargs) ->
     values [b, s, 1] on the last stage, hidden states [s, b, h] on the others.
 
-    `pre_process`, `post_process` and `share_embeddings_and_output_weights` are the attributes
-    Megatron's finalize_model_grads looks up on a model (the critic never ties).
+    `model_type`, `decoder`, `set_input_tensor`, `pre_process`, `post_process` and
+    `share_embeddings_and_output_weights` are the model attributes Megatron's pipeline
+    schedules and finalize_model_grads look up by name (`get_attr_wrapped_model`); they
+    describe this stage as a whole (the critic never ties its embeddings).
     """
 
     share_embeddings_and_output_weights = False
@@ -76,6 +78,7 @@ class CriticModel(MegatronModule):
         self.backbone = backbone
         self.final_layernorm = final_layernorm
         self.value_head = value_head
+        self.model_type = backbone.model_type
         self.pre_process = backbone.pre_process
         self.post_process = value_head is not None
 
@@ -110,7 +113,8 @@ class CriticModel(MegatronModule):
         out = {f"{prefix}backbone.{k[len(prefix):]}": v
                for k, v in self.backbone.sharded_state_dict(prefix, sharded_offsets, metadata).items()}
         if self.value_head is not None:
-            norm = sharded_state_dict_default(self.final_layernorm, prefix + FINAL_NORM, sharded_offsets, metadata)
+            norm = sharded_state_dict_default(self.final_layernorm, prefix + FINAL_NORM, sharded_offsets, metadata,
+                                              tp_group=self.backbone.decoder.tp_group)  # as the block passes it
             out.update({f"{prefix}final_layernorm.{k[len(prefix + FINAL_NORM):]}": v for k, v in norm.items()})
             out.update(sharded_state_dict_default(self.value_head, f"{prefix}value_head.", sharded_offsets, metadata))
         return out
