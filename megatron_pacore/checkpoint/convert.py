@@ -49,6 +49,13 @@ def check_layout(hf_config, tp: int, pp: int) -> None:
         raise ValueError(f"--pp {pp} must divide num_hidden_layers={hf_config.num_hidden_layers}")
 
 
+def dtype_of(name: Optional[str]) -> Optional[torch.dtype]:
+    """`--dtype` name -> torch dtype (None: keep the stored dtype)."""
+    if name is not None and name not in DTYPES:
+        raise ValueError(f"--dtype must be one of {tuple(DTYPES)}, got {name!r}")
+    return DTYPES[name] if name else None
+
+
 def megatron_pieces(hf: HFCheckpoint, dims: Dims, dtype: Optional[torch.dtype]) -> list[Piece]:
     """Every piece of the Megatron checkpoint of `hf` in the table's stored-key order, data
     made lazily (`Mapping.from_hf` reads the HF rows straight into the piece's buffer)."""
@@ -91,10 +98,8 @@ def hf_to_megatron(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1
     hf = HFCheckpoint(hf_dir)
     hf.check()
     check_layout(hf.config, tp, pp)
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     dims = dims_of(hf.config, padded_vocab_size(hf.config.vocab_size, tp))
-    pieces = megatron_pieces(hf, dims, DTYPES.get(dtype))
+    pieces = megatron_pieces(hf, dims, dtype_of(dtype))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_pieces(out, pieces[rank::world], on_piece=progress)
@@ -224,14 +229,12 @@ def megatron_to_hf(ckpt: str | Path, out: str | Path, shard_bytes: int = 4 << 30
     family = family_for(hf_config)
     if family.name != info.family:
         raise ValueError(f"{ckpt}: megatron_pacore.json says {info.family}, config.json says {family.name}")
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    out_dtype = dtype_of(dtype)
     dims = dims_of(hf_config, info.padded_vocab_size)
     reader = PieceReader(ckpt)
     try:
         check_megatron(reader, hf_config, dims)
         stored = reader.tensors()
-        out_dtype = DTYPES[dtype] if dtype else None
         steps = _plan(Table.for_config(hf_config).stored(), stored, expected_shapes(hf_config), out_dtype)
         writer = HFStreamWriter(out, [o for step in steps for o in step.outputs], shard_bytes=shard_bytes)
         _stream(steps, reader, writer, dims, out_dtype, stored, progress)
