@@ -122,6 +122,34 @@ def critic_checks(name, hf, ids, hidden_ref, res):
             res[f"{name}/critic/head_grad_same_on_tp_ranks"] = bool(torch.equal(gathered[0], gathered[1]))
 
 
+def critic_ddp_checks(name, hf, ids, res):
+    """The critic trains through Megatron DDP, the 1F1B schedule and finalize_model_grads at
+    PP=2 (which look model attributes up by name): every stage gets non-zero gradients."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_pacore.checkpoint.loader import load_hf_weights
+    from megatron_pacore.training.critic import build_critic
+    from megatron_pacore.training.models import ModelOptions
+    from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
+
+    groups = initialize_parallel(ParallelConfig(pp=2, device="cpu"))
+    critic, info = build_critic(hf.config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(critic, info, hf, 1, 0)
+    critic.config.finalize_model_grads_func = finalize_model_grads
+    ddp = DistributedDataParallel(critic.config, DistributedDataParallelConfig(), critic)
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+
+    def step(data, model):
+        out = model(next(data), pos, None)
+        return out, lambda values: (values.float().pow(2).mean(), {})
+
+    get_forward_backward_func()(forward_step_func=step, data_iterator=iter([ids]), model=[ddp], num_microbatches=1,
+                                seq_length=ids.shape[1], micro_batch_size=ids.shape[0], forward_only=False)
+    grad = sum(p.main_grad.abs().sum().item() for p in ddp.parameters())
+    res[f"{name}/critic_pp2_ddp_min_stage_grad"] = -maxr(-grad)
+
+
 def recompute_checks(name, hf, ids, res):
     """Full activation recomputation (uniform, 1 layer) gives the same gradients at TP=2."""
     from megatron_pacore.checkpoint.loader import load_hf_weights
@@ -164,6 +192,8 @@ def main() -> None:
         critic_checks(name, hf, ids, hidden_ref, res)
         if name == "qwen3":
             recompute_checks(name, hf, ids, res)
+        if name == "qwen2":
+            critic_ddp_checks(name, hf, ids, res)
     if dist.get_rank() == 0:
         Path(args.result).write_text(json.dumps(res))
     destroy_parallel()
