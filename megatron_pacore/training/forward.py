@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_pacore.training import seqlen
+from megatron_pacore.training.models import unwrap
 from megatron_pacore.training.parallel import ParallelGroups
 
 
@@ -154,8 +155,7 @@ def forward_only(model, groups: ParallelGroups, batches: list[MicroBatch],
     check_batches(model, batches)
     shapes = {tuple(mb.input_ids.shape) for mb in batches}
     b, s = batches[0].input_ids.shape
-    inner = model.module if hasattr(model, "module") else model
-    inner.config.variable_seq_lengths = len(shapes) > 1
+    unwrap(model).config.variable_seq_lengths = len(shapes) > 1
     it = iter([_local(mb, groups) for mb in batches])
 
     def step(data_iterator, stage_model):

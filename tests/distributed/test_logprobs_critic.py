@@ -45,3 +45,7 @@ def test_critic_head_and_backbone_receive_gradients(measured, family):
 def test_full_activation_recompute_gives_the_same_gradients(measured):
     assert measured["qwen3/recompute_grad_scale"] > 1e-3
     assert measured["qwen3/recompute_grad_max_diff"] <= 1e-6
+
+
+def test_critic_trains_through_megatron_ddp_and_the_pipeline_schedule(measured):
+    assert measured["qwen2/critic_pp2_ddp_min_stage_grad"] > 0

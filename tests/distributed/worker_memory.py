@@ -89,7 +89,7 @@ def main() -> None:
             shape = ModelShape.from_hf(hf)
             for role, build in (("actor", build_actor), ("critic", build_critic)):
                 for precision in ("fp32", "bf16"):
-                    model = build(hf, groups, ModelOptions(precision=precision))
+                    model, _info = build(hf, groups, ModelOptions(precision=precision))
                     est = state_bytes(shape, layout, PlanConfig(seq_len=16, precision=precision),
                                       critic=role == "critic")
                     res[f"tp{tp}_dp{groups.dp}/{family}/{role}/{precision}"] = {

@@ -33,8 +33,8 @@ def main() -> None:
     hf = HFCheckpoint(args.model)
     V = hf.config.vocab_size
     groups = initialize_parallel(ParallelConfig(tp=1, pp=1, device="cpu"))
-    model = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
-    load_hf_weights(model, hf, 1, 0)
+    model, info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(model, info, hf, 1, 0)
     model.eval()  # no dropout: the two layouts must see the same function
 
     g = torch.Generator().manual_seed(5)

@@ -33,8 +33,8 @@ def megatron_logits(hf_dir: str, tp: int, pp: int, batches) -> list[torch.Tensor
 
     groups = initialize_parallel(ParallelConfig(tp=tp, pp=pp, device="cpu"))
     hf = HFCheckpoint(hf_dir)
-    model = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
-    load_hf_weights(model, hf, tp, groups.tp_rank)
+    model, info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(model, info, hf, tp, groups.tp_rank)
     model.eval()
     vocab = hf.config.vocab_size
     out = forward_only(model, groups, batches, lambda logits, mb: gather_vocab(logits, groups, vocab))

@@ -61,8 +61,8 @@ def run_layout(hf_dir, tp, seqs, rank_batches, steps, pp=1):
 
     groups = initialize_parallel(ParallelConfig(tp=tp, pp=pp, device="cpu"))
     cfg = load_hf_config(hf_dir)
-    model = build_actor(cfg, groups, ModelOptions(precision="fp32"))
-    load_hf_weights(model, hf_dir, tp, groups.tp_rank)
+    model, info = build_actor(cfg, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(model, info, hf_dir, tp, groups.tp_rank)
     trainable = make_trainable(model, groups, OptimizerOptions(lr=1e-3, clip_grad=0.0), total_iters=steps)
     V = cfg.vocab_size
 

@@ -69,8 +69,8 @@ def main() -> None:
     groups = initialize_parallel(ParallelConfig(tp=1, device="cpu"))
     hf = HFCheckpoint(args.model)
     vocab = hf.config.vocab_size
-    model = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
-    load_hf_weights(model, hf, 1, 0)
+    model, info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(model, info, hf, 1, 0)
     model.eval()
     gen = torch.Generator().manual_seed(0)
     prompt_len = 16
@@ -83,7 +83,7 @@ def main() -> None:
         for param in model.parameters():
             if param.dim() == 2:
                 param.mul_(1.1)
-    weights = [kv for bucket in export_buckets(model, groups, bucket_bytes=256 << 10) for kv in bucket]
+    weights = [kv for bucket in export_buckets(model, info, groups, bucket_bytes=256 << 10) for kv in bucket]
 
     def reload(worker):
         worker.model_runner.reload_weights(weights_iterator=iter(weights))

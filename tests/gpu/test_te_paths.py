@@ -31,8 +31,8 @@ def _actor(hf_dir, groups, **opts):
     from megatron_pacore.training.models import ModelOptions, build_actor
 
     hf = HFCheckpoint(hf_dir)
-    model = build_actor(hf.config, groups, ModelOptions(**opts))
-    load_hf_weights(model, hf, 1, 0)
+    model, info = build_actor(hf.config, groups, ModelOptions(**opts))
+    load_hf_weights(model, info, hf, 1, 0)
     return model.cuda(), hf.config
 
 

@@ -25,8 +25,8 @@ def build(hf, groups, opts, critic=False):
     from megatron_pacore.training.critic import build_critic
     from megatron_pacore.training.models import build_actor
 
-    model = (build_critic if critic else build_actor)(hf.config, groups, opts)
-    load_hf_weights(model, hf, groups.config.tp, groups.tp_rank)
+    model, info = (build_critic if critic else build_actor)(hf.config, groups, opts)
+    load_hf_weights(model, info, hf, groups.config.tp, groups.tp_rank)
     return model.cuda()
 
 
@@ -61,7 +61,7 @@ def main() -> None:
     token_values(critic(ids.cuda(), pos, None)).pow(2).mean().backward()
     # Sequence parallel: each rank holds half the tokens' head gradient; Megatron all-reduces
     # params marked sequence_parallel in finalize_model_grads. Emulate that and compare ranks.
-    g = critic.output_layer.weight.grad.clone()
+    g = critic.value_head.weight.grad.clone()
     dist.all_reduce(g, group=groups.tp_group)
     parts = [torch.empty_like(g) for _ in range(2)]
     dist.all_gather(parts, g, group=groups.tp_group)

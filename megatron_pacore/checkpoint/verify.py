@@ -36,12 +36,12 @@ def verify_checkpoint(ckpt: str | Path, hf_dir: str | Path, groups: ParallelGrou
     from megatron_pacore.training.forward import MicroBatch, forward_only, gather_vocab
     from megatron_pacore.training.models import ModelOptions, build_actor
 
-    info = read_info(ckpt)
+    ckpt_info = read_info(ckpt)
     hf_config = hf_config_of(ckpt)
-    info.check_layout(groups.config.tp)
-    model = build_actor(hf_config, groups, ModelOptions(precision="fp32"),
-                        padded_vocab=info.padded_vocab_size)
-    load_model(model, ckpt)
+    ckpt_info.check_layout(groups.config.tp)
+    model, info = build_actor(hf_config, groups, ModelOptions(precision="fp32"),
+                              padded_vocab=ckpt_info.padded_vocab_size)
+    load_model(model, info, ckpt)
     model.eval()
     ids = random_tokens(hf_config.vocab_size, batch, seq, seed)
     outs = forward_only(model, groups, [MicroBatch(ids)],
