@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from megatron_pacore.checkpoint.transforms import padded_vocab_size
+from megatron_pacore.hf_config import padded_vocab_size
 
 RECOMPUTE = ("selective", "full")
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -53,8 +53,8 @@ class ModelShape:
 
     @classmethod
     def from_hf(cls, hf_config: Any) -> "ModelShape":
-        from megatron_pacore.checkpoint.mapping import family_for
-        from megatron_pacore.training.rope import head_dim_of, num_query_groups_of
+        from megatron_pacore.hf_config import family_for
+        from megatron_pacore.hf_config import head_dim_of, num_query_groups_of
 
         family = family_for(hf_config)
         return cls(hidden=hf_config.hidden_size, layers=hf_config.num_hidden_layers,
