@@ -5,8 +5,20 @@ bound to a uid of its own; `SandboxPool` hands sandboxes to concurrent callers. 
 the host prepares a private run directory (a work directory owned by the sandbox uid, the
 program, its stdin, files for its stdout/stderr), sends the server one JSON line, and reads
 back the supervisor's report. The isolation layers are described in `_sandbox_boot.py`; here
-we only add a last-resort deadline: a server that does not answer in time is killed with its
-process group and replaced.
+we choose the outermost one and add a last-resort deadline: a server that does not answer in
+time is killed with its process group and replaced.
+
+Isolation levels (ISOLATION_LEVELS), recorded in every report and verdict:
+- "bwrap": the server runs inside bubblewrap (Debian package `bubblewrap`): mount, PID, IPC,
+  UTS and network namespaces, plus a user namespace when not root; a read-only root holding
+  only the Python runtime (the base interpreter, its standard library without
+  site-packages, the system's shared libraries); a private read-only /tmp; /proc of its own
+  PID namespace; no_new_privs. As root the program also gets a uid of its own.
+- "unshare": the previous mechanism, per run: network + mount namespaces with every mount
+  read-only (as root: a uid of its own; off root: inside a user namespace).
+- "audit-hook": no namespaces could be made; only the in-process audit hook guards.
+"auto" (the default) takes "bwrap" when it works and otherwise falls back with a loud
+one-time warning; `CodeGrader(require_isolation=True)` refuses to run without "bwrap".
 
 Verdicts are decided in `code.py`; this module only runs programs.
 """
@@ -14,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import select
 import shutil
@@ -29,6 +42,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 _BOOT = str(Path(__file__).with_name("_sandbox_boot.py"))
+_HARNESS = str(Path(__file__).with_name("_sandbox_harness.py"))
+ISOLATION_LEVELS = ("bwrap", "unshare", "audit-hook")
+log = logging.getLogger(__name__)
 # The only variables a program sees (plus HOME and TMPDIR, its work directory).
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8",
         "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -123,25 +139,147 @@ def _python_dirs() -> list[str]:
     return sorted({os.path.realpath(d) for d in dirs})
 
 
+def _base_python() -> str:
+    """The interpreter without the virtualenv: inside bwrap only its standard library exists."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _ancestors(path: str) -> list[str]:
+    """`path` and its parents, without "/"."""
+    out = []
+    while path not in ("/", ""):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
+
+
+def _runtime_binds() -> list[str]:
+    """bwrap arguments that bind the Python runtime read-only, and nothing else of the host:
+    the base interpreter, its standard library (site-packages masked), libpython if shared,
+    and the system library directories (symlinks such as /lib -> usr/lib recreated)."""
+    import sysconfig
+
+    args: list[str] = []
+    for d in ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/lib32", "/usr/lib32"):
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    exe = _base_python()
+    stdlib = os.path.realpath(os.path.dirname(os.__file__))
+    # Parents of the runtime keep the host's mode when bwrap makes them (/root is 0700 when
+    # Python lives in root's pyenv): make them traversable first.
+    parents = {os.path.dirname(p) for p in (exe, stdlib)}
+    for parent in sorted({a for p in parents for a in _ancestors(p)}):
+        args += ["--perms", "0755", "--dir", parent]
+    args += ["--ro-bind", exe, exe, "--ro-bind", stdlib, stdlib]
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        lib = os.path.join(sysconfig.get_config_var("LIBDIR") or "", sysconfig.get_config_var("LDLIBRARY") or "")
+        if os.path.isfile(lib):
+            lib = os.path.realpath(lib)
+            args += ["--ro-bind", lib, lib]
+    site = os.path.join(stdlib, "site-packages")
+    if os.path.isdir(site):
+        args += ["--tmpfs", site, "--remount-ro", site]
+    return args
+
+
+def bwrap_command(run_root: str, uid: int) -> list[str]:
+    """The argv that starts a sandbox server inside bubblewrap (see the module docstring)."""
+    as_root = os.geteuid() == 0
+    args = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try"]
+    if as_root:  # no user namespace: the server setuid()s each program to its own uid
+        args += ["--cap-drop", "ALL"] + [a for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_RESOURCE")
+                                         for a in ("--cap-add", cap)]
+    else:
+        args += ["--unshare-user"]
+    args += _runtime_binds()
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+             "--ro-bind", _BOOT, "/pacore/_sandbox_boot.py", "--ro-bind", _HARNESS, "/pacore/_sandbox_harness.py",
+             "--bind", run_root, run_root, "--remount-ro", "/tmp", "--remount-ro", "/", "--chdir", "/", "--clearenv"]
+    for key, value in _ENV.items():
+        args += ["--setenv", key, value]
+    return args + [_base_python(), "-I", "-S", "-B", "/pacore/_sandbox_boot.py", str(uid)]
+
+
+_probe_lock = threading.Lock()
+_probe: Optional[tuple[bool, str]] = None
+_warned = False
+
+
+def bwrap_status() -> tuple[bool, str]:
+    """(usable, why not): whether a bwrap sandbox starts on this machine (probed once)."""
+    global _probe
+    with _probe_lock:
+        if _probe is None:
+            if shutil.which("bwrap") is None:
+                _probe = (False, "bubblewrap is not installed (apt-get install bubblewrap)")
+            else:
+                root = tempfile.mkdtemp(prefix="pacore-sandbox-probe-")
+                try:
+                    argv = bwrap_command(root, 0)[:-3] + ["-c", "import os; os.listdir('/proc')"]
+                    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+                    err = done.stderr.decode("utf-8", "replace").strip()
+                    _probe = (True, "") if done.returncode == 0 else (False, f"bwrap failed: {err[-300:]}")
+                except (OSError, subprocess.SubprocessError) as e:
+                    _probe = (False, f"bwrap failed: {e}")
+                finally:
+                    shutil.rmtree(root, ignore_errors=True)
+        return _probe
+
+
+def resolve_isolation(requested: str = "auto") -> str:
+    """The outer isolation mechanism for `requested` ("auto", "bwrap" or "unshare"). "auto"
+    without a working bwrap falls back to "unshare" after a loud warning, once per process."""
+    global _warned
+    if requested not in ("auto", "bwrap", "unshare"):
+        raise ValueError(f"isolation must be 'auto', 'bwrap' or 'unshare', got {requested!r}")
+    if requested == "unshare":
+        return "unshare"
+    ok, why = bwrap_status()
+    if ok:
+        return "bwrap"
+    if requested == "bwrap":
+        raise RuntimeError(f"isolation='bwrap' but {why}")
+    with _probe_lock:
+        if not _warned:
+            _warned = True
+            log.warning(
+                "\n" + "!" * 78 + "\nCODE SANDBOX DEGRADED: %s.\nPrograms run with the fallback "
+                "isolation (per-run unshare as root, or only an audit hook off root): host files "
+                "stay readable, other processes stay visible. Every verdict records its isolation "
+                "level. Install bubblewrap (scripts/install.sh does, as root).\n" + "!" * 78, why)
+    return "unshare"
+
+
 def _read(path: Path, limit: int) -> str:
     with open(path, "rb") as f:
         return f.read(limit).decode("utf-8", "replace")
 
 
 class Sandbox:
-    """One sandbox server, used by one thread at a time."""
+    """One sandbox server, used by one thread at a time; `level` is "bwrap" or "unshare"
+    (resolved from `isolation`, see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, isolation: str = "auto") -> None:
+        self.level = resolve_isolation(isolation)
         self.uid = _UIDS.acquire()
         self.timed_out = False  # the last request got no answer in time (else: the server died)
         self._proc: Optional[subprocess.Popen] = None
         self._buffer = b""
+        # Run directories live here; under bwrap this is the only host directory bound in.
+        self._root = tempfile.mkdtemp(prefix="pacore-sandbox-")
+        os.chmod(self._root, 0o711)
 
     def _server(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
+            if self.level == "bwrap":
+                argv = bwrap_command(self._root, self.uid)
+            else:
+                argv = [sys.executable, "-I", "-B", _BOOT, str(self.uid)]
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", _BOOT, str(self.uid)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 env=_ENV, start_new_session=True, close_fds=True,
             )
             self._buffer = b""
@@ -187,9 +325,12 @@ class Sandbox:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return json.loads(line)
 
-    def execute(self, source: str, test_code: Optional[str], stdin: str, limits: SandboxLimits) -> Execution:
-        """Runs `source` (then `test_code`, if given, in its namespace) with `stdin`."""
-        run_dir = Path(tempfile.mkdtemp(prefix="pacore-sandbox-"))
+    def execute(self, source: str, test_code: Optional[str], stdin: str, limits: SandboxLimits,
+                audit_hook: bool = True) -> Execution:
+        """Runs `source` (then `test_code`, if given, in its namespace) with `stdin`.
+        `audit_hook=False` only for tests of the kernel layers: without the hook the harness
+        cannot keep its verdict from the program."""
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self._root))
         try:
             os.chmod(run_dir, 0o711)
             work = run_dir / "work"
@@ -211,12 +352,15 @@ class Sandbox:
                 "limits": {**asdict(limits), "wall_s": limits.wall_timeout_s},
                 "hide": _hidden_dirs(),
                 "expose": _python_dirs(),
+                "level": self.level,
+                "audit_hook": audit_hook,
             }
             report = self._request(cfg, limits.wall_timeout_s + 10)
             if report is None and not self.timed_out:  # the server died: once more on a new one
                 report = self._request(cfg, limits.wall_timeout_s + 10)
             if report is None:
-                report = {"status": None, "wall_timeout": True, "wall_s": limits.wall_timeout_s, "cpu_s": 0.0}
+                report = {"status": None, "wall_timeout": True, "wall_s": limits.wall_timeout_s, "cpu_s": 0.0,
+                          "isolation": self.level}
             elif report.get("status") == "setup_error":
                 raise RuntimeError(f"the sandbox could not run the program: {report.get('detail')}")
             return Execution(report, _read(run_dir / "stdout", limits.output_bytes + 1), _read(run_dir / "stderr", 1 << 16))
@@ -232,16 +376,18 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 pass
             self._kill()
+        shutil.rmtree(self._root, ignore_errors=True)
         _UIDS.release(self.uid)
 
 
 class SandboxPool:
     """Up to `size` sandboxes for concurrent callers; each caller holds one for one run."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, isolation: str = "auto") -> None:
         if size < 1:
             raise ValueError(f"sandbox pool size must be >= 1, got {size}")
         self.size = size
+        self.level = resolve_isolation(isolation)
         self._free: list[Sandbox] = []
         self._all: list[Sandbox] = []
         self._cond = threading.Condition()
@@ -254,7 +400,7 @@ class SandboxPool:
             if self._free:
                 box = self._free.pop()
             else:
-                box = Sandbox()
+                box = Sandbox(self.level)
                 self._all.append(box)
         try:
             yield box
@@ -263,9 +409,10 @@ class SandboxPool:
                 self._free.append(box)
                 self._cond.notify()
 
-    def execute(self, source: str, test_code: Optional[str], stdin: str, limits: SandboxLimits) -> Execution:
+    def execute(self, source: str, test_code: Optional[str], stdin: str, limits: SandboxLimits,
+                audit_hook: bool = True) -> Execution:
         with self.sandbox() as box:
-            return box.execute(source, test_code, stdin, limits)
+            return box.execute(source, test_code, stdin, limits, audit_hook)
 
     def close(self) -> None:
         with self._cond:
@@ -290,6 +437,9 @@ def default_pool() -> SandboxPool:
 
 def isolation(pool: Optional[SandboxPool] = None) -> dict[str, str]:
     """Which guards this machine gives a sandbox, found by running an empty program:
-    {"network": "netns" | "audit-hook", "filesystem": "read-only-mounts" | "audit-hook"}."""
+    {"isolation": one of ISOLATION_LEVELS, "network": "netns" | "audit-hook",
+    "filesystem": "bwrap-minimal-root" | "read-only-mounts" | "read-only-mounts-except-N" |
+    "audit-hook"}."""
     report = (pool or default_pool()).execute("", None, "", SandboxLimits()).report
-    return {"network": report.get("network", "?"), "filesystem": report.get("filesystem", "?")}
+    return {"isolation": report.get("isolation", "?"), "network": report.get("network", "?"),
+            "filesystem": report.get("filesystem", "?")}
