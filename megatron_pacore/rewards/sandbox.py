@@ -13,7 +13,8 @@ Isolation levels (ISOLATION_LEVELS), recorded in every report and verdict:
   UTS and network namespaces, plus a user namespace when not root; a read-only root holding
   only the Python runtime (the base interpreter, its standard library without
   site-packages, the system's shared libraries); a private read-only /tmp; /proc of its own
-  PID namespace; no_new_privs. As root the program also gets a uid of its own.
+  PID namespace, whose init is the server itself (`--as-pid-1`: a program cannot signal it
+  even under the same uid); no_new_privs. As root the program also gets a uid of its own.
 - "unshare": the previous mechanism, per run: network + mount namespaces with every mount
   read-only (as root: a uid of its own; off root: inside a user namespace).
 - "audit-hook": no namespaces could be made; only the in-process audit hook guards.
@@ -187,7 +188,7 @@ def _runtime_binds() -> list[str]:
 def bwrap_command(run_root: str, uid: int) -> list[str]:
     """The argv that starts a sandbox server inside bubblewrap (see the module docstring)."""
     as_root = os.geteuid() == 0
-    args = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+    args = ["bwrap", "--die-with-parent", "--as-pid-1", "--unshare-pid", "--unshare-net", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try"]
     if as_root:  # no user namespace: the server setuid()s each program to its own uid
         args += ["--cap-drop", "ALL"] + [a for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_RESOURCE")

@@ -297,3 +297,59 @@ def test_require_isolation_refuses_the_fallback(monkeypatch, caplog):
     with CodeGrader.from_config(CodeGraderConfig(workers=1, require_isolation=False)) as grader:
         result = grader.grade("```python\nprint(1)\n```", [{"output": "1"}])
         assert (result.pass_rate, result.isolation, grader.isolation) == (1.0, "unshare", "unshare")
+
+
+_OFF_ROOT_PROBE = r'''
+import json, os, sys
+from megatron_pacore.rewards.code import CodeGrader, run_test
+from megatron_pacore.rewards.sandbox import SandboxLimits, SandboxPool
+secret, host_pid = sys.argv[1], int(sys.argv[2])
+probe = (
+    "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    f"try:\n    open({secret!r}).read()\n    readable = True\nexcept OSError:\n    readable = False\n"
+    "mine, environs = str(os.getpid()), 0\n"
+    "for n in os.listdir('/proc'):\n"
+    "    if n.isdigit() and n != mine:\n"
+    "        try:\n            open(f'/proc/{n}/environ', 'rb').read()\n            environs += 1\n"
+    "        except OSError:\n            pass\n"
+    f"print(readable, os.path.exists('/proc/{host_pid}'), libc.kill({host_pid}, 0), ctypes.get_errno(), environs)"
+)
+pool = SandboxPool(1)
+limits = SandboxLimits(cpu_s=2, wall_s=10, memory_mb=512)
+v = run_test(probe, {"output": "False False -1 3 0"}, limits, pool, audit_hook=False)
+hack = run_test("import builtins\nbuiltins.exec = lambda *a: None\ndef f():\n    return 0",
+                {"code": "assert f() == 1"}, limits, pool)
+honest = run_test("def f():\n    return 1", {"code": "assert f() == 1"}, limits, pool)
+pool.close()
+print(json.dumps({"uid": os.getuid(), "level": pool.level, "probe": [v.verdict, v.stdout],
+                  "hack": hack.verdict, "honest": honest.verdict}))
+'''
+
+
+def test_off_root_the_grader_runs_in_a_user_namespace(tmp_path):
+    """The grader run by an unprivileged user (here `nobody`, dropped to from root with
+    setpriv; the suite itself when not root): bubblewrap with a user namespace still hides
+    host files and processes, and the harness still holds."""
+    import json
+    import shutil
+
+    secret = Path(f"/tmp/pacore_off_root_secret_{os.getpid()}")
+    secret.write_text("answers")
+    secret.chmod(0o644)
+    host = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    repo = str(Path(__file__).resolve().parents[3])
+    try:
+        python = shutil.which("python3", path="/usr/bin:/usr/local/bin") if os.geteuid() == 0 else sys.executable
+        drop = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"] if os.geteuid() == 0 else []
+        out = subprocess.run(drop + ["env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", f"PYTHONPATH={repo}", python,
+                                     "-c", _OFF_ROOT_PROBE, str(secret), str(host.pid)],
+                             capture_output=True, text=True, timeout=120, cwd="/tmp")
+        assert out.returncode == 0, out.stderr[-2000:]
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        assert row["uid"] != 0 and row["level"] == "bwrap"
+        assert row["probe"] == ["passed", "False False -1 3 0\n"], row
+        assert (row["hack"], row["honest"]) == ("sandbox_violation", "passed")
+    finally:
+        host.kill()
+        host.wait()
+        secret.unlink()
