@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 EXTRAS=${EXTRAS:-cpu,test}
 PYTHON=${PYTHON:-python3}
+# The code grader's sandbox (rewards/sandbox.py) runs programs inside bubblewrap.
+if [ "$(id -u)" = 0 ] && ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } ||
+    echo "warning: bubblewrap not installed; the code grader will fall back to weaker isolation" >&2
+fi
+
 stamp="$VENV/.installed-$(cat setup.py scripts/install.sh | sha1sum | cut -c1-12)-${EXTRAS//,/_}"
 if [ -f "$stamp" ]; then exit 0; fi
 
