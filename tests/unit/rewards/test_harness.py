@@ -154,3 +154,19 @@ def test_honest_wrong_answers_still_fail_plainly(grader):
     result = grade(grader, "def add(a, b):\n    return a + b if a > 0 else 99")
     assert result.verdicts == ["passed", "wrong_answer"]
     assert result.details[1].detail == "assertion failed: "
+
+
+def test_main_module_is_the_solution_not_the_harness(grader):
+    """`import __main__` once reached the sandbox server's own globals (its functions, the
+    hook's helpers); now it is the solution's module."""
+    code = ("import __main__\ndef add(a, b):\n    return a + b\n"
+            "names = sorted(k for k in vars(__main__) if not k.startswith('__'))\n"
+            "print(names, __main__.add is add)")
+    result = grader.grade(fenced(code), [{"output": "['add'] True"}])
+    assert result.pass_rate == 1.0, result.details
+
+
+def test_verdicts_record_the_isolation_level(grader):
+    result = grade(grader, "def add(a, b):\n    return a + b")
+    assert result.isolation == grader.isolation == "bwrap"
+    assert {d.isolation for d in result.details} == {"bwrap"}
