@@ -326,6 +326,13 @@ def make_harness():
             fail(e)
         if test_program is not None:
             test_ns = {k: v for k, v in namespace.items() if not k.startswith(_PREFIX)}
+            for name, module in modules.items():  # a test that uses the solution's `import math`
+                value = test_ns.get(name, missing)  # gets the real module, never a stand-in
+                if value is not missing and value is not module:
+                    try:
+                        plain(value)
+                    except NotPlain:
+                        test_ns[name] = module
             test_ns.update({"__builtins__": dict(builtins_copy), "__name__": "__main__",
                             _PREFIX + "call": call, _PREFIX + "plain": plain,
                             _PREFIX + "import": import_, _PREFIX + "from": from_})

@@ -95,6 +95,16 @@ def test_patching_a_trusted_module_is_a_violation(grader):
     assert result.details[0].detail == "math.isclose was replaced"
 
 
+def test_a_stand_in_module_of_the_solution_is_not_what_the_test_calls(grader):
+    hack = ("class FakeMath:\n    @staticmethod\n    def isclose(*a, **k):\n        return True\n"
+            "math = FakeMath()\ndef add(a, b):\n    return 0")
+    result = grade(grader, hack, [{"code": "assert math.isclose(add(1, 2), 3.0)"}])
+    assert result.verdicts == ["wrong_answer"]
+    honest = grade(grader, "import math\nstring = 'abc'\ndef add(a, b):\n    return a + b",
+                   [{"code": "assert math.isclose(add(1, 2), 3.0) and string == 'abc'"}])
+    assert honest.verdicts == ["passed"]
+
+
 def test_reaching_for_frames_or_the_interpreter_is_a_violation(grader):
     tests = [{"code": "assert add(1, 2) == 3"}]
     for hack in ("import gc\ngc.get_objects()",
