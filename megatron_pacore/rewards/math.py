@@ -52,6 +52,8 @@ _BOX_JOINER = re.compile(r"^[\s,;$.]*(?:and|or|\\text\{\s*(?:and|or)\s*\})?[\s,;
 _PHRASE = re.compile(r"(?:final answer(?: is)?|answer\s*(?:is|:)|####)\s*:?\s*(.+)", re.IGNORECASE)
 # Caps that keep a hostile response from costing more than parsing should.
 _MAX_ANSWER_CHARS = 2_000
+# A plain integer, as AIME answers are: compared by value without math-verify.
+_INTEGER = re.compile(r"^\s*\$?\s*[-+]?\d{1,100}\s*\$?\s*$")
 _FALLBACK_TAIL_CHARS = 400
 
 
@@ -211,8 +213,9 @@ def grade_one(response: str, reference: str, strict: bool = False,
     compacted message."""
     from math_verify import parse, verify
 
-    gold = _parse_reference(reference)
-    if not gold:
+    integer_reference = _INTEGER.match(reference)
+    gold = None if integer_reference else _parse_reference(reference)
+    if not integer_reference and not gold:
         return MathVerdict(0.0, f"error: reference {reference!r} does not parse")
     if strict:
         if finish_reason == "length":
@@ -222,6 +225,12 @@ def grade_one(response: str, reference: str, strict: bool = False,
             return MathVerdict(0.0, "unfinished_thinking")
         response = response[cut + len(THINK_END):]
     answer, method = extract_answer(response, strict)
+    if integer_reference and answer is not None and _INTEGER.match(answer):
+        # Integers (every AIME answer) are equal exactly when their values are: no parse.
+        ok = int(answer.strip().strip("$")) == int(reference.strip().strip("$"))
+        return MathVerdict(1.0 if ok else 0.0, "correct" if ok else "wrong", answer, method)
+    if gold is None:
+        gold = _parse_reference(reference)
     if answer is not None:
         pred = _parse_prediction(_expand_pm(answer))
     elif strict:

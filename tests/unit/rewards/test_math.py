@@ -250,3 +250,11 @@ def test_grading_workers_have_a_memory_cap():
         [out] = pool.map([(5 << 30,)])
         assert out.error is not None and out.error.startswith("exception: MemoryError")
         assert pool.map([(3,)])[0].value == bytearray(3)
+
+
+def test_integer_answers_are_compared_by_value(strict, grader):
+    cases = [(r"</think>\boxed{042}", "42", 1.0), (r"</think>\boxed{-7}", "-7", 1.0), (r"</think>\boxed{7}", "-7", 0.0),
+             (r"</think>\boxed{\frac{84}{2}}", "42", 1.0), (r"</think>\boxed{41}", "42", 0.0)]
+    verdicts = strict.grade([c for c, _, _ in cases], [r for _, r, _ in cases])
+    assert [v.score for v in verdicts] == [s for _, _, s in cases]
+    assert [v.reason for v in verdicts] == ["correct", "correct", "wrong", "correct", "wrong"]
