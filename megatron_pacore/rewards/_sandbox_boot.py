@@ -33,7 +33,6 @@ This supervisor is a child subreaper: orphans of the program are re-parented to 
 process is reaped and none is left to the host.
 """
 import ctypes
-import errno
 import json
 import os
 import resource

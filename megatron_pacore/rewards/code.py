@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from megatron_pacore.rewards.sandbox import Execution, SandboxLimits, SandboxPool, bwrap_status, default_pool
+from megatron_pacore.rewards.isolation import bwrap_status
+from megatron_pacore.rewards.sandbox import Execution, SandboxLimits, SandboxPool, default_pool
 
 VERDICTS = ("passed", "wrong_answer", "timeout", "memory", "runtime_error", "sandbox_violation")
 NO_CODE = "no fenced Python code block in the response"

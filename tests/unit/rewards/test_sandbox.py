@@ -277,7 +277,7 @@ def test_tmp_is_private_and_read_only(pools):
 
 
 def test_require_isolation_refuses_the_fallback(monkeypatch, caplog):
-    from megatron_pacore.rewards import sandbox
+    from megatron_pacore.rewards import isolation as sandbox
     from megatron_pacore.rewards.code import CodeGrader, CodeGraderConfig
 
     assert CodeGraderConfig().require_isolation is True  # training's default
