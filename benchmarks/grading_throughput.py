@@ -109,6 +109,7 @@ def math_rate(n: int, workers: int, seed: int, kinds: tuple[str, ...] = KINDS) -
     assert not wrong_grades, f"{len(wrong_grades)} items graded against expectation, e.g. {wrong_grades[:3]}"
     # CPU cost of one item, graded here (distinct items again: no cache hits).
     own_r, own_ref, _ = math_items(min(n, 200), seed + 2, offset=20 * n, kinds=kinds)
+    grade_one(warm_r[0], warm_ref[0], strict=True)  # imports math_verify and sympy here, not on the clock
     cpu = time.process_time()
     for response, reference in zip(own_r, own_ref):
         grade_one(response, reference, strict=True)
