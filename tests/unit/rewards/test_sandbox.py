@@ -74,8 +74,12 @@ def test_fallback_level_is_recorded_in_every_verdict():
     pool = SandboxPool(1, "unshare")
     try:
         v = run_test("print(1)", {"output": "1"}, LIMITS, pool)
-        assert (v.verdict, v.isolation) == ("passed", "unshare" if os.geteuid() == 0 else v.isolation)
-        assert isolation(pool)["filesystem"] == ("read-only-mounts" if os.geteuid() == 0 else isolation(pool)["filesystem"])
+        guards = isolation(pool)
+        if os.geteuid() == 0:  # as root the fallback still makes its namespaces
+            assert (v.verdict, v.isolation) == ("passed", "unshare")
+            assert guards == {"isolation": "unshare", "network": "netns", "filesystem": "read-only-mounts"}
+        else:  # off root it may be left with the audit hook alone, and says so
+            assert v.verdict == "passed" and v.isolation in ("unshare", "audit-hook")
     finally:
         pool.close()
 
