@@ -16,6 +16,9 @@ ENV TORCH_CUDA_ARCH_LIST="9.0 10.0" \
 WORKDIR /workspace/megatron_pacore
 
 # --- system packages (apt) ---
+# bubblewrap: the code grader's sandbox (namespaces need a container allowed to make them,
+# e.g. --security-opt seccomp=unconfined, or the grader falls back and says so).
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 
 COPY setup.py README.md ./
 COPY scripts ./scripts

@@ -30,6 +30,7 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     add_generation_arguments(p, "requests in flight (each samples a whole round)")
     p.add_argument("--resume", action="store_true", help="skip ids already in --output")
     p.add_argument("--stream", action="store_true", help="stream server responses")
+    p.add_argument("--allow-failed", action="store_true", help="exit 0 even when some problems failed")
 
 
 def add_generation_arguments(p: argparse.ArgumentParser, concurrency_help: str) -> None:
@@ -58,6 +59,7 @@ def infer_config_from_args(args: argparse.Namespace) -> InferConfig:
         concurrency=args.concurrency, max_retries=args.max_retries, resume=args.resume,
         reference_order=args.reference_order, max_message_tokens=args.max_message_tokens, limit=args.limit,
         vllm_args=parse_engine_args(args.vllm_arg), served_model_name=args.served_model_name, stream=args.stream,
+        allow_failed=args.allow_failed,
     )
 
 

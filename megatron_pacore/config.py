@@ -36,6 +36,7 @@ class InferConfig:
     vllm_args: dict[str, Any] = field(default_factory=dict)  # in-process engine options
     served_model_name: Optional[str] = None  # server model name (default: discovered)
     stream: bool = False  # stream from the server (long generations behind proxies)
+    allow_failed: bool = False  # exit 0 even when some problems failed (default: exit 1)
 
     def __post_init__(self) -> None:
         for name in ("model", "input", "output"):

@@ -6,6 +6,7 @@ are appended and flushed one problem at a time, so an interrupted job resumes wi
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Optional
 
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> int:
-    """Run the job; returns the process exit code (0, also when some problems failed: they
-    are recorded in the output with their reason).
+    """Run the job; returns the process exit code: 0, or 1 when any problem failed (each is
+    recorded in the output with its reason; `cfg.allow_failed` makes that 0 too). The count of
+    failed and degraded problems is printed to stderr.
 
     `generator`: an engine already started (tests, eval) instead of one made from cfg.model;
     the caller keeps ownership and closes it.
@@ -65,12 +67,15 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
             detokenize=detokenize,
             on_round=on_round,
         )
-        failed = 0
+        failed = degraded = 0
         async for result in runner.run(todo):
             writer.write(result.to_json())
-            failed += result.status != "ok"
-            if result.status != "ok":
+            failed += result.status == "failed"
+            degraded += result.status == "degraded"
+            if result.status == "failed":
                 log.warning("%s failed: %s", result.id, result.error)
+            elif result.status == "degraded":
+                log.warning("%s degraded: failed samples per round %s", result.id, result.failed_samples)
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - start
@@ -82,5 +87,12 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
         writer.close()
         if owned:
             await generator.close()
+    if failed or degraded:
+        print(f"pacore infer: {failed} of {len(todo)} problems failed, {degraded} degraded "
+              f"(status and error in {cfg.output})", file=sys.stderr)
+    if failed and not cfg.allow_failed:
+        print("pacore infer: exiting with status 1 because problems failed (--allow-failed exits 0)",
+              file=sys.stderr)
+        return 1
     return 0
 

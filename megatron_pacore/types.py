@@ -130,9 +130,16 @@ class ProblemResult:
     final_response: Optional[str]
     final_message: Optional[str]
     seconds: float
-    status: str = "ok"  # "ok" or "failed"
+    # "ok"; "degraded": finished, but some samples failed after their retries (see
+    # failed_samples); "failed": no final response (see error).
+    status: str = "ok"
     error: Optional[str] = None
     answer: Optional[str] = None
+
+    @property
+    def failed_samples(self) -> list[int]:
+        """Failed trajectories (after retries) per round."""
+        return [sum(not t.ok for t in r.trajectories) for r in self.rounds]
 
     @property
     def test_time_tokens(self) -> int:
@@ -145,6 +152,7 @@ class ProblemResult:
             "id": self.id,
             "status": self.status,
             "error": self.error,
+            "failed_samples": self.failed_samples,
             "final_response": self.final_response,
             "final_message": self.final_message,
             "rounds": [

@@ -30,6 +30,12 @@ if [[ ",$EXTRAS," == *",gpu,"* ]] && [ -f "$CONSTRAINT_FILE" ]; then IN_CONTAINE
 if [ "${PRINT_PLAN:-0}" = 1 ]; then   # what would be installed, nothing done (tests)
   echo "EXTRAS=$EXTRAS IN_CONTAINER=$IN_CONTAINER VENV=$VENV"; exit 0
 fi
+# The code grader's sandbox (rewards/sandbox.py) runs programs inside bubblewrap.
+if [ "$(id -u)" = 0 ] && ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } ||
+    echo "warning: bubblewrap not installed; the code grader will fall back to weaker isolation" >&2
+fi
+
 stamp="$VENV/.installed-$(cat setup.py scripts/install.sh scripts/gpu_pins.py | sha1sum | cut -c1-12)-${EXTRAS//,/_}"
 if [ -f "$stamp" ]; then exit 0; fi
 
@@ -41,9 +47,6 @@ for old in "$VENV"/.installed-*; do
   have=cpu; [[ ",${extras_of_old//_/,}," == *",gpu,"* ]] && have=gpu
   if [ "$have" != "$want" ]; then rm -rf "$VENV"; break; fi
 done
-
-# --- system packages (apt) ----------------------------------------------------------------
-# (blocks installing system tools go here)
 
 if [ ! -x "$VENV/bin/python" ]; then
   if [ "$IN_CONTAINER" = 1 ]; then

@@ -166,7 +166,8 @@ async def run_eval(cfg: EvalConfig, generator: Optional[Generator] = None, progr
             await lazy.close()
     with MathGrader(workers=cfg.grade_workers, timeout_s=cfg.grade_timeout_s) as grader:
         grades = await asyncio.to_thread(grade_all, data, grader)
-    extra = {"generation": {"generated": recorder.generated, "replayed": recorder.replayed}}
+    extra = {"generation": {"generated": recorder.generated, "replayed": recorder.replayed},
+             "grading": {"math": grader.mode}}
     metrics = write_report(cfg, data, grades, extra)
     log.info("report: %s (%d requests generated, %d replayed)", Path(cfg.report) / "report.md",
              recorder.generated, recorder.replayed)

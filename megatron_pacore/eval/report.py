@@ -64,6 +64,9 @@ def render_markdown(cfg: EvalConfig, metrics: dict[str, Any], figures: dict[str,
         f"- runs: {runs}; first-round samples: "
         + (f"drawn from a pool of {cfg.pool} per problem" if cfg.pool else "generated per run"),
         f"- sampling: temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens {cfg.max_tokens or 'model limit'}",
+        *([f"- grading: math {metrics['grading']['math']} (rewards.math: strict grades only the last box of a "
+           "finished trajectory, lenient also final-line answer phrases and the last number)"]
+          if metrics.get("grading") else []),
         "",
         "## Accuracy",
         "",

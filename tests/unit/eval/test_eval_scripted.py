@@ -150,6 +150,8 @@ async def test_rerun_with_the_same_directory_replays_and_generates_nothing(tmp_p
     assert again.log == []
     assert m2["generation"] == {"generated": 0, "replayed": len(first.log)}
     assert m2["methods"] == m1["methods"] and m2["emergence"] == m1["emergence"]
+    assert m2["grading"] == {"math": "lenient"}  # the report says which math mode graded it
+    assert "- grading: math lenient" in (tmp_path / "report" / "report.md").read_text()
 
 
 async def test_rerun_continues_an_incomplete_directory(tmp_path, benchmark):
