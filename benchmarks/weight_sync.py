@@ -58,7 +58,8 @@ def launch(args) -> int:
                VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0", PYTHONWARNINGS="ignore")
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2", __file__,
            "--worker", str(work), "--dtype", args.dtype, "--reps", str(args.reps),
-           "--bucket-mb", str(args.bucket_mb)] + ([] if args.check else ["--no-check"])
+           "--bucket-mb", str(args.bucket_mb)] + ([] if args.check else ["--no-check"]) \
+        + ([] if args.prefetch else ["--no-prefetch"])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:
@@ -76,7 +77,7 @@ def worker(args) -> None:
 
     from megatron_pacore.checkpoint.export import export_buckets, export_hf_tensors
     from megatron_pacore.inference.rollout import ColocatedVLLM
-    from megatron_pacore.inference.rollout_types import RolloutEngineConfig
+    from megatron_pacore.inference.rollout_types import RolloutEngineConfig, WeightSyncConfig
     from megatron_pacore.training.models import ModelOptions, build_actor
     from megatron_pacore.training.parallel import ParallelConfig, destroy_parallel, initialize_parallel
 
@@ -89,9 +90,10 @@ def worker(args) -> None:
     with torch.no_grad():
         for p in actor.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    sync = WeightSyncConfig(bucket_bytes=args.bucket_mb << 20, prefetch=args.prefetch)
     engine = ColocatedVLLM(RolloutEngineConfig(
         model=args.worker, tensor_parallel_size=2, dtype=vllm_dtype, max_model_len=512,
-        show_progress=False, enable_prefix_caching=False, engine_args={"load_format": "dummy"}))
+        show_progress=False, enable_prefix_caching=False, engine_args={"load_format": "dummy"}), sync)
     bucket_bytes = args.bucket_mb << 20
     dtype = engine.dtype
 
@@ -102,13 +104,13 @@ def worker(args) -> None:
 
     def copy_once() -> tuple[float, int]:
         """Copy every exported tensor once into a preallocated buffer (export not timed)."""
-        dst = torch.empty(bucket_bytes, dtype=torch.uint8)
+        dst = torch.zeros(bucket_bytes, dtype=torch.uint8)  # touched: a warm destination
         seconds, total = 0.0, 0
         for bucket in export_buckets(actor, groups, bucket_bytes=bucket_bytes, dtype=dtype):
             flat = [t.reshape(-1).view(torch.uint8) for _, t in bucket]
             big = max(f.numel() for f in flat)
             if big > dst.numel():
-                dst = torch.empty(big, dtype=torch.uint8)
+                dst = torch.zeros(big, dtype=torch.uint8)
             dist.barrier()
             t0 = time.perf_counter()
             off = 0
@@ -126,7 +128,7 @@ def worker(args) -> None:
     for _ in range(args.reps):
         dist.barrier()
         stats = engine.sync_weights(export_buckets(actor, groups, bucket_bytes=bucket_bytes, dtype=dtype))
-        syncs.append({k: slowest(getattr(stats, k)) for k in ("total_s", "gather_s", "load_s", "repack_s")})
+        syncs.append({k: slowest(getattr(stats, k)) for k in ("total_s", "gather_s", "wait_s", "load_s", "repack_s")})
         copy_s, copied = copy_once()
         copies.append(slowest(copy_s))
     med = {k: statistics.median(s[k] for s in syncs) for k in syncs[0]}
@@ -144,8 +146,9 @@ def worker(args) -> None:
               f"TP=2 actor + TP=2 vLLM in 2 CPU processes; {stats.tensors} HF tensors, {gb:.2f} GB "
               f"per rank, {stats.buckets} buckets of <= {args.bucket_mb} MB; {args.reps} reps (medians, "
               f"slower rank)", flush=True)
-        print(f"BENCH sync {med['total_s']:.3f} s = gather {med['gather_s']:.3f} s + engine load "
-              f"{med['load_s']:.3f} s + repack {med['repack_s']:.3f} s  ({gb / med['total_s']:.2f} GB/s)")
+        print(f"BENCH sync {med['total_s']:.3f} s = wait for gather {med['wait_s']:.3f} s + engine load "
+              f"{med['load_s']:.3f} s + repack {med['repack_s']:.3f} s  ({gb / med['total_s']:.2f} GB/s); "
+              f"gather {med['gather_s']:.3f} s in all ({'overlapped with the load' if args.prefetch else 'not overlapped'})")
         print(f"BENCH copy {copy_med:.3f} s  ({copied / 1e9 / copy_med:.2f} GB/s, the same {copied / 1e9:.2f} GB)")
         print("BENCH all reps: " + json.dumps({"sync": syncs, "copy": copies}))
         if check is not None:
@@ -161,6 +164,8 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--bucket-mb", type=int, default=256)
     p.add_argument("--no-check", dest="check", action="store_false", help="skip check_weights")
+    p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                   help="export each bucket only after the previous one is loaded")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.reps < 1 or args.bucket_mb < 1:

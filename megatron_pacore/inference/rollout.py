@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from typing import Iterable, Optional, Sequence
 
@@ -66,6 +68,57 @@ class _RepackClock:
             finally:
                 self.seconds += time.perf_counter() - t0
         return timed
+
+
+class _TimedBuckets:
+    """Iterates `buckets`, adding the seconds spent producing each one to `seconds`."""
+
+    def __init__(self, buckets: Iterable[Bucket]) -> None:
+        self.buckets = buckets
+        self.seconds = 0.0
+
+    def __iter__(self):
+        it = iter(self.buckets)
+        while True:
+            t0 = time.perf_counter()
+            bucket = next(it, None)
+            self.seconds += time.perf_counter() - t0
+            if bucket is None:
+                return
+            yield bucket
+
+
+_END = object()
+
+
+def _prefetched(buckets: Iterable[Bucket]):
+    """Yield `buckets`, producing the next one on a helper thread meanwhile (queue of one).
+
+    The export's collectives then run on that thread; the engine's load on this one issues
+    none, so the two never interleave on a process group. The thread uses this thread's
+    CUDA device (the current device is per thread).
+    """
+    q: queue.Queue = queue.Queue(maxsize=1)
+    device = torch.cuda.current_device() if torch.cuda.is_available() else None
+
+    def produce() -> None:
+        try:
+            if device is not None:
+                torch.cuda.set_device(device)
+            for bucket in buckets:
+                q.put(bucket)
+            q.put(_END)
+        except BaseException as e:  # re-raised on the consumer's side
+            q.put(e)
+
+    threading.Thread(target=produce, name="weight-sync-export", daemon=True).start()
+    while True:
+        item = q.get()
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 class ColocatedVLLM:
@@ -220,15 +273,16 @@ class ColocatedVLLM:
         """
         self.wake(["weights"])
         clock = self._repack
-        counts = {"buckets": 0, "tensors": 0, "bytes": 0, "gather": 0.0}
+        counts = {"buckets": 0, "tensors": 0, "bytes": 0, "wait": 0.0}
         engine_dtype = self.dtype
+        timed = _TimedBuckets(buckets)
+        source = _prefetched(timed) if self.sync_config.prefetch else iter(timed)
 
         def stream():
-            it = iter(buckets)
             while True:
                 t0 = time.perf_counter()
-                bucket = next(it, None)
-                counts["gather"] += time.perf_counter() - t0
+                bucket = next(source, None)
+                counts["wait"] += time.perf_counter() - t0
                 if bucket is None:
                     return
                 counts["buckets"] += 1
@@ -263,8 +317,8 @@ class ColocatedVLLM:
         if counts["tensors"] == 0:
             raise ValueError("weight sync received no tensors (an empty bucket stream)")
         return SyncStats(buckets=counts["buckets"], tensors=counts["tensors"], bytes=counts["bytes"],
-                         gather_s=counts["gather"], load_s=total - counts["gather"] - repack,
-                         repack_s=repack, total_s=total)
+                         gather_s=timed.seconds, wait_s=counts["wait"],
+                         load_s=total - counts["wait"] - repack, repack_s=repack, total_s=total)
 
     def check_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> WeightCheck:
         """Compare every engine weight of this rank with full HF-named `tensors` (e.g.

@@ -45,6 +45,9 @@ class WeightSyncConfig:
     other nodes (the disaggregated placement)."""
     bucket_bytes: int = 512 << 20
     """Upper bound of one export bucket (a single larger tensor travels alone)."""
+    prefetch: bool = True
+    """Export the next bucket (the actor's all-gathers) on a helper thread while the engine
+    loads the current one; peak memory is then about three buckets instead of one."""
     check_weights: bool = False
     """After each sync compare every engine weight with the actor's (exact at equal dtype);
     a mismatch raises WeightMismatchError. Costs about one more export plus a read-back."""
@@ -143,13 +146,17 @@ class SyncStats:
     tensors: int
     bytes: int
     gather_s: float
-    """Producing the buckets: the actor's TP all-gathers and layout transforms."""
+    """Producing the buckets: the actor's TP all-gathers and layout transforms (with
+    prefetch, overlapped with loading; `wait_s` is the part the engine waited for)."""
+    wait_s: float
+    """Time the engine waited for the next bucket (= gather_s without prefetch)."""
     load_s: float
     """The engine's weight loaders (slicing its TP part, copying into its parameters)."""
     repack_s: float
     """Post-load processing: the engine's kernel layouts (vLLM's CPU GEMM prepack), the tied
     lm_head refresh and the prefix-cache reset."""
     total_s: float
+    """Wall time: wait_s + load_s + repack_s."""
 
 
 @dataclass(frozen=True)
