@@ -91,14 +91,27 @@ class _TimedBuckets:
 _END = object()
 
 
+def _chain(first: Bucket, rest):
+    """`first`, then the rest of the buckets; closing it closes `rest` too."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        if hasattr(rest, "close"):
+            rest.close()
+
+
 def _prefetched(buckets: Iterable[Bucket]):
     """Yield `buckets`, producing the next one on a helper thread meanwhile (queue of one).
 
     The export's collectives then run on that thread; the engine's load on this one issues
-    none, so the two never interleave on a process group. The thread uses this thread's
+    none, so the two never interleave on a process group. Closing the generator (an error
+    downstream) stops the helper after the bucket it is on and waits for it, so that no
+    collective of it overlaps what this thread does next. The helper uses this thread's
     CUDA device (the current device is per thread).
     """
     q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
     device = torch.cuda.current_device() if torch.cuda.is_available() else None
 
     def produce() -> None:
@@ -107,18 +120,30 @@ def _prefetched(buckets: Iterable[Bucket]):
                 torch.cuda.set_device(device)
             for bucket in buckets:
                 q.put(bucket)
+                if stop.is_set():
+                    return
             q.put(_END)
         except BaseException as e:  # re-raised on the consumer's side
             q.put(e)
 
-    threading.Thread(target=produce, name="weight-sync-export", daemon=True).start()
-    while True:
-        item = q.get()
-        if item is _END:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    helper = threading.Thread(target=produce, name="weight-sync-export", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while helper.is_alive():
+            try:
+                q.get(timeout=0.1)  # unblock a pending put
+            except queue.Empty:
+                pass
+        helper.join()
 
 
 class ColocatedVLLM:
@@ -270,6 +295,10 @@ class ColocatedVLLM:
         `buckets` yields lists of (Hugging Face name, full tensor), e.g.
         `checkpoint.export.export_buckets(actor, groups, bucket_bytes=...)`; every rank
         iterates it (its all-gathers are collectives). Tensors must be in the engine's dtype.
+
+        Raises:
+            ValueError: an empty stream, or tensors not in the engine's dtype (checked on the
+                first bucket before the engine's weights are touched).
         """
         self.wake(["weights"])
         clock = self._repack
@@ -277,6 +306,23 @@ class ColocatedVLLM:
         engine_dtype = self.dtype
         timed = _TimedBuckets(buckets)
         source = _prefetched(timed) if self.sync_config.prefetch else iter(timed)
+        # Look at the first bucket before the engine's weights are torn down for the reload,
+        # so that the common mistake (an export in another dtype) leaves the engine intact.
+        t0 = time.perf_counter()
+        first = next(source, None)
+        counts["wait"] += time.perf_counter() - t0
+        problem = None
+        if not first:
+            problem = "weight sync received no tensors (an empty bucket stream)"
+        elif first[0][1].dtype != engine_dtype:
+            problem = (f"weight sync: {first[0][0]} is {first[0][1].dtype}, the engine is {engine_dtype}; "
+                       f"export in the engine's dtype (export_buckets(dtype=...))")
+        if problem:
+            if hasattr(source, "close"):
+                source.close()
+            raise ValueError(problem)
+        rest = source
+        source = _chain(first, rest)
 
         def stream():
             while True:
@@ -309,13 +355,14 @@ class ColocatedVLLM:
 
         repack0 = clock.seconds
         t_start = time.perf_counter()
-        self.llm.collective_rpc(reload)
+        try:
+            self.llm.collective_rpc(reload)
+        finally:
+            source.close()  # stops a prefetching helper if the load failed half-way
         t_reset = time.perf_counter()
         self.llm.reset_prefix_cache()
         total = time.perf_counter() - t_start
         repack = clock.seconds - repack0 + (time.perf_counter() - t_reset)
-        if counts["tensors"] == 0:
-            raise ValueError("weight sync received no tensors (an empty bucket stream)")
         return SyncStats(buckets=counts["buckets"], tensors=counts["tensors"], bytes=counts["bytes"],
                          gather_s=timed.seconds, wait_s=counts["wait"],
                          load_s=total - counts["wait"] - repack, repack_s=repack, total_s=total)

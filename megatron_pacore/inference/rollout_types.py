@@ -178,7 +178,20 @@ class WeightMismatchError(RuntimeError):
 
 
 @runtime_checkable
-class RolloutEngine(Protocol):
+class WeightReceiver(Protocol):
+    """An engine that takes the actor's weights after every update."""
+
+    def sync_weights(self, buckets: Iterable[Bucket]) -> SyncStats:
+        """Load Hugging Face-named full tensors, bucket by bucket, into the engine."""
+        ...
+
+    def check_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> WeightCheck:
+        """Compare every engine weight with these; raise WeightMismatchError on a difference."""
+        ...
+
+
+@runtime_checkable
+class RolloutEngine(WeightReceiver, Protocol):
     """What the PPO trainer needs from its generation engine."""
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings,
@@ -192,14 +205,6 @@ class RolloutEngine(Protocol):
 
     def wake(self) -> None:
         """Undo `sleep` before the next rollout (a no-op where disabled)."""
-        ...
-
-    def sync_weights(self, buckets: Iterable[Bucket]) -> SyncStats:
-        """Load Hugging Face-named full tensors, bucket by bucket, into the engine."""
-        ...
-
-    def check_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> WeightCheck:
-        """Compare every engine weight with these; raise WeightMismatchError on a difference."""
         ...
 
     def close(self) -> None: ...

@@ -35,7 +35,7 @@ def test_vllm_logprobs_of_a_fixed_sequence_match_megatron_after_each_sync(synced
 def test_sampled_token_logprobs_match_megatron_and_ranks_sample_alike(synced):
     assert synced["samples"] == 3 * 2
     assert synced["order"] == [[i, j] for i in range(3) for j in range(2)]
-    assert synced["sampled_tokens"] == 3 * 2 * 16
+    assert synced["sampled_tokens"] == 3 * 2 * 16 and synced["finish_reasons"] == ["length"]
     assert synced["sampled1"] <= 1e-4, synced
     assert synced["ranks_agree"]
 
@@ -62,3 +62,10 @@ def test_check_weights_reads_the_tied_lm_head_gemm_and_sees_it_stale_without_rep
     c = synced["stale_lm_head_check"]
     assert not c["ok"], c
     assert "engine lm_head.weight [prepacked GEMM" in c["error"], c
+
+
+def test_bad_requests_are_refused_before_touching_the_engine(synced):
+    assert "prompt 0 has 300 tokens" in synced["too_long"], synced
+    assert "torch.bfloat16, the engine is torch.float32" in synced["wrong_dtype"], synced
+    # The refused sync left the engine's weights as they were.
+    assert synced["fixed_after_refusal"] <= 2e-5, synced

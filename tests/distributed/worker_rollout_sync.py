@@ -103,7 +103,8 @@ def main() -> None:
     res["check1"] = check()
     v1 = engine.prompt_logprobs(fixed)
     res["fixed1"] = max_diff(v1, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
-    samples = engine.generate(prompts, SamplingSettings(max_tokens=16, temperature=T), n=2)
+    samples = engine.generate(prompts, SamplingSettings(max_tokens=16, temperature=T, ignore_eos=True), n=2)
+    res["finish_reasons"] = sorted({s.finish_reason for s in samples})
     res["samples"] = len(samples)
     res["sampled_tokens"] = sum(len(s.response_token_ids) for s in samples)
     res["order"] = [(s.prompt_index, s.sample_index) for s in samples]
@@ -114,6 +115,18 @@ def main() -> None:
     both = [None, None]
     dist.all_gather_object(both, [s.response_token_ids for s in samples])
     res["ranks_agree"] = both[0] == both[1]
+
+    try:
+        engine.generate([[1] * 300], SamplingSettings(max_tokens=4))
+        res["too_long"] = "no error"
+    except ValueError as e:
+        res["too_long"] = str(e)
+    try:
+        engine.sync_weights(export_buckets(actor, groups, dtype=torch.bfloat16))
+        res["wrong_dtype"] = "no error"
+    except ValueError as e:
+        res["wrong_dtype"] = str(e)
+    res["fixed_after_refusal"] = max_diff(engine.prompt_logprobs(fixed), megatron_logprobs(actor, groups, fixed, vocab, 1.0))
 
     perturb(actor, seed=2)
     res["stale_vs_actor"] = max_diff(v1, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
