@@ -16,6 +16,12 @@ prefix-cache reset. On GPU the same path moves device tensors with no copy in be
 IPC needs two processes and is the "ipc" backend of `inference.transfer`, for an engine in
 a process of its own.
 
+With more ranks than `tensor_parallel_size` (data or pipeline parallel training), the
+world splits into world / tp vLLM data-parallel replicas of `tp` consecutive ranks (vLLM
+derives the replica from RANK; Megatron's TP groups are consecutive ranks too): the ranks of
+one replica submit the same prompts, different replicas may submit different ones. (Only
+world == tp is exercised by the CPU tests.)
+
 Sleep mode (GPU): `sleep()` = level 1 (weights offloaded, KV cache dropped) before the
 update; `sync_weights` wakes the weights only, `wake()` the rest before the next rollout.
 On CPU sleep mode is off (one flag: `RolloutEngineConfig.enable_sleep_mode`) and both
