@@ -15,6 +15,8 @@ Timed, --reps times, every rank at once:
         prepack, the tied lm_head refresh, the prefix-cache reset);
   copy: the same bytes each rank receives (the full model in HF layout) copied once in memory,
         tensor by tensor into a preallocated buffer (export time excluded).
+  engine side only: the sync again from the same buckets exported beforehand and kept in
+        memory (what the engine costs without the actor's gathers).
 Printed: the medians, then `check_weights` after the last sync (every engine weight equal to
 the actor's, read back through vLLM's prepacked GEMMs), and last `sync_ratio=X` (median sync
 seconds / median copy seconds, the slower rank of each). Target X <= 3.
@@ -59,7 +61,7 @@ def launch(args) -> int:
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2", __file__,
            "--worker", str(work), "--dtype", args.dtype, "--reps", str(args.reps),
            "--bucket-mb", str(args.bucket_mb)] + ([] if args.check else ["--no-check"]) \
-        + ([] if args.prefetch else ["--no-prefetch"])
+        + ([] if args.prefetch else ["--no-prefetch"]) + ([] if args.engine_only else ["--no-engine-only"])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:
@@ -123,14 +125,23 @@ def worker(args) -> None:
             total += sum(f.numel() for f in flat)
         return seconds, total
 
-    syncs, copies = [], []
+    keys = ("total_s", "gather_s", "wait_s", "load_s", "repack_s")
+    syncs, copies, engine_only = [], [], []
     stats = None
     for _ in range(args.reps):
         dist.barrier()
         stats = engine.sync_weights(export_buckets(actor, groups, bucket_bytes=bucket_bytes, dtype=dtype))
-        syncs.append({k: slowest(getattr(stats, k)) for k in ("total_s", "gather_s", "wait_s", "load_s", "repack_s")})
+        syncs.append({k: slowest(getattr(stats, k)) for k in keys})
         copy_s, copied = copy_once()
         copies.append(slowest(copy_s))
+    if args.engine_only:
+        # The engine's side alone: the same buckets, exported once beforehand and kept.
+        kept = list(export_buckets(actor, groups, bucket_bytes=bucket_bytes, dtype=dtype))
+        for _ in range(args.reps):
+            dist.barrier()
+            s = engine.sync_weights(iter(kept))
+            engine_only.append({k: slowest(getattr(s, k)) for k in keys})
+        del kept
     med = {k: statistics.median(s[k] for s in syncs) for k in syncs[0]}
     copy_med = statistics.median(copies)
     check = None
@@ -150,7 +161,11 @@ def worker(args) -> None:
               f"{med['load_s']:.3f} s + repack {med['repack_s']:.3f} s  ({gb / med['total_s']:.2f} GB/s); "
               f"gather {med['gather_s']:.3f} s in all ({'overlapped with the load' if args.prefetch else 'not overlapped'})")
         print(f"BENCH copy {copy_med:.3f} s  ({copied / 1e9 / copy_med:.2f} GB/s, the same {copied / 1e9:.2f} GB)")
-        print("BENCH all reps: " + json.dumps({"sync": syncs, "copy": copies}))
+        if engine_only:
+            eo = {k: statistics.median(s[k] for s in engine_only) for k in keys}
+            print(f"BENCH engine side only (buckets exported beforehand): {eo['total_s']:.3f} s = load "
+                  f"{eo['load_s']:.3f} s + repack {eo['repack_s']:.3f} s  ({eo['total_s'] / copy_med:.2f} x copy)")
+        print("BENCH all reps: " + json.dumps({"sync": syncs, "copy": copies, "engine_only": engine_only}))
         if check is not None:
             print(f"BENCH check_weights: {json.dumps(check)}")
         print(f"BENCH sync_ratio={med['total_s'] / copy_med:.2f}")
@@ -164,6 +179,8 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--bucket-mb", type=int, default=256)
     p.add_argument("--no-check", dest="check", action="store_false", help="skip check_weights")
+    p.add_argument("--no-engine-only", dest="engine_only", action="store_false",
+                   help="skip the extra syncs from buckets exported beforehand (engine side alone)")
     p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
                    help="export each bucket only after the previous one is loaded")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)

@@ -58,6 +58,7 @@ class _RepackClock:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.seconds = 0.0
+        self._depth = 0
         seen: set[int] = set()
         for module in model.modules():
             qm = getattr(module, "quant_method", None)
@@ -68,11 +69,15 @@ class _RepackClock:
 
     def _timed(self, fn):
         def timed(*args, **kwargs):
+            if self._depth:  # a nested call is already inside a timed one
+                return fn(*args, **kwargs)
+            self._depth += 1
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - t0
+                self._depth -= 1
         return timed
 
 
@@ -310,6 +315,7 @@ class ColocatedVLLM:
         clock = self._repack
         counts = {"buckets": 0, "tensors": 0, "bytes": 0, "wait": 0.0}
         engine_dtype = self.dtype
+        t_start = time.perf_counter()
         timed = _TimedBuckets(buckets)
         source = _prefetched(timed) if self.sync_config.prefetch else iter(timed)
         # Look at the first bucket before the engine's weights are torn down for the reload,
@@ -360,7 +366,6 @@ class ColocatedVLLM:
                 model.lm_head.quant_method.process_weights_after_loading(model.lm_head)
 
         repack0 = clock.seconds
-        t_start = time.perf_counter()
         try:
             self.llm.collective_rpc(reload)
         finally:
