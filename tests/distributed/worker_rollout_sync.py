@@ -59,7 +59,8 @@ def main() -> None:
     from megatron_pacore.checkpoint.hf_io import HFCheckpoint
     from megatron_pacore.checkpoint.loader import load_hf_weights
     from megatron_pacore.inference.rollout import ColocatedVLLM
-    from megatron_pacore.inference.rollout_types import RolloutEngineConfig, WeightMismatchError
+    from megatron_pacore.inference.rollout_types import (
+        RolloutEngineConfig, WeightMismatchError, WeightSyncConfig)
     from megatron_pacore.training.models import ModelOptions, build_actor
     from megatron_pacore.training.parallel import ParallelConfig, destroy_parallel, initialize_parallel
     from megatron_pacore.types import SamplingSettings
@@ -131,7 +132,9 @@ def main() -> None:
     perturb(actor, seed=2)
     res["stale_vs_actor"] = max_diff(v1, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
     res["stale_check"] = check()
+    engine.sync_config = WeightSyncConfig(prefetch=False)  # this re-sync without the export thread
     sync()
+    engine.sync_config = WeightSyncConfig()
     res["check2"] = check()
     v2 = engine.prompt_logprobs(fixed)
     res["fixed2"] = max_diff(v2, megatron_logprobs(actor, groups, fixed, vocab, 1.0))

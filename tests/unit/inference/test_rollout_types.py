@@ -76,3 +76,39 @@ def test_transfer_backends_refuse_without_cuda():
     source = ExportSource(lambda: iter([("w", torch.ones(2, 3))]))
     with pytest.raises(ValueError, match="needs CUDA"):
         TransferSender(WeightSyncConfig(backend="ipc"), client=None, source=source, rank=0)
+
+
+def test_prefetched_buckets_arrive_in_order_and_errors_reach_the_consumer():
+    from megatron_pacore.inference.rollout import _prefetched
+
+    buckets = [[(f"t{i}", torch.full((2,), float(i)))] for i in range(5)]
+    assert [b[0][0] for b in _prefetched(iter(buckets))] == [f"t{i}" for i in range(5)]
+
+    def failing():
+        yield buckets[0]
+        raise RuntimeError("export failed at bucket 1")
+
+    got = []
+    with pytest.raises(RuntimeError, match="export failed at bucket 1"):
+        for b in _prefetched(failing()):
+            got.append(b)
+    assert len(got) == 1
+
+
+def test_closing_prefetched_buckets_stops_the_export_thread():
+    import threading
+
+    from megatron_pacore.inference.rollout import _prefetched
+
+    produced = []
+
+    def export():
+        for i in range(100):
+            produced.append(i)
+            yield [(f"t{i}", torch.zeros(1))]
+
+    gen = _prefetched(export())
+    next(gen)
+    gen.close()  # what a failed load does
+    assert not any(t.name == "weight-sync-export" for t in threading.enumerate())
+    assert len(produced) <= 3  # the helper stopped after at most the bucket it was on
