@@ -69,3 +69,18 @@ def test_bad_requests_are_refused_before_touching_the_engine(synced):
     assert "torch.bfloat16, the engine is torch.float32" in synced["wrong_dtype"], synced
     # The refused sync left the engine's weights as they were.
     assert synced["fixed_after_refusal"] <= 2e-5, synced
+
+
+@pytest.fixture(scope="module")
+def synced_qwen2(tiny_models, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rollout_sync_qwen2")
+    return run_workers("worker_rollout_sync.py", ["--model", str(tiny_models["qwen2"]), "--quick"],
+                       tmp / "result.json", nproc=2, timeout=500)
+
+
+def test_untied_model_with_qkv_bias_syncs_exactly(synced_qwen2):
+    """Qwen2: q/k/v biases and an lm_head of its own (read back through its GEMM)."""
+    r = synced_qwen2
+    assert not r["unsynced_check"]["ok"], r
+    assert r["check1"]["ok"] and r["check1"]["tensors"] == r["sync1"]["tensors"], r
+    assert r["fixed1"] <= 2e-5, r

@@ -9,7 +9,8 @@ two processes; weight sync and its check, before and after an update.
 3. Another perturbation, synced with one tensor held back: `check_weights` must name it.
 4. A bare `reload_weights` without the tied lm_head re-processing: the check must name the
    LM head's stale prepacked GEMM.
-Rank 0 writes the figures to --result.
+With --quick only phase 1 runs (for a second model family). Rank 0 writes the figures to
+--result.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--result", required=True)
     ap.add_argument("--model", required=True)
+    ap.add_argument("--quick", action="store_true", help="phase 1 only (another model family)")
     args = ap.parse_args()
 
     from megatron_pacore.checkpoint.export import export_buckets, export_hf_tensors
@@ -104,6 +106,12 @@ def main() -> None:
     res["check1"] = check()
     v1 = engine.prompt_logprobs(fixed)
     res["fixed1"] = max_diff(v1, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
+    if args.quick:
+        if dist.get_rank() == 0:
+            Path(args.result).write_text(json.dumps(res))
+        engine.close()
+        destroy_parallel()
+        return
     samples = engine.generate(prompts, SamplingSettings(max_tokens=16, temperature=T, ignore_eos=True), n=2)
     res["finish_reasons"] = sorted({s.finish_reason for s in samples})
     res["samples"] = len(samples)
