@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Weight sync Megatron (TP=2) -> colocated vLLM (TP=2) against one in-memory copy of the bytes.
 
-    python benchmarks/weight_sync.py [--dtype bf16] [--reps 3] [--bucket-mb 256] [--no-check]
+    python benchmarks/weight_sync.py [--dtype bf16] [--reps 3] [--bucket-mb 256] [--no-check] [--prefetch]
 
 Launches itself under `torchrun --nproc_per_node 2` (CPU, gloo). A Qwen2.5-0.5B-shaped model
 (hidden 896, 24 layers, 14 heads / 2 KV heads, vocabulary 151936, tied embeddings: ~494M
@@ -62,7 +62,7 @@ def launch(args) -> int:
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2", __file__,
            "--worker", str(work), "--dtype", args.dtype, "--reps", str(args.reps),
            "--bucket-mb", str(args.bucket_mb)] + ([] if args.check else ["--no-check"]) \
-        + ([] if args.prefetch else ["--no-prefetch"]) + ([] if args.engine_only else ["--no-engine-only"])
+        + (["--prefetch"] if args.prefetch else []) + ([] if args.engine_only else ["--no-engine-only"])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:
@@ -187,8 +187,8 @@ def main() -> int:
     p.add_argument("--no-check", dest="check", action="store_false", help="skip check_weights")
     p.add_argument("--no-engine-only", dest="engine_only", action="store_false",
                    help="skip the extra syncs from buckets exported beforehand (engine side alone)")
-    p.add_argument("--no-prefetch", dest="prefetch", action="store_false",
-                   help="export each bucket only after the previous one is loaded")
+    p.add_argument("--prefetch", action="store_true",
+                   help="export the next bucket on a helper thread while the engine loads (weight_sync.prefetch)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.reps < 1 or args.bucket_mb < 1:

@@ -45,9 +45,10 @@ class WeightSyncConfig:
     other nodes (the disaggregated placement)."""
     bucket_bytes: int = 512 << 20
     """Upper bound of one export bucket (a single larger tensor travels alone)."""
-    prefetch: bool = True
+    prefetch: bool = False
     """Export the next bucket (the actor's all-gathers) on a helper thread while the engine
-    loads the current one; peak memory is then about three buckets instead of one."""
+    loads the current one; peak memory is then about three buckets instead of one. (On the
+    2-core CPU machine it gained nothing measurable: both sides compete for the same cores.)"""
     check_weights: bool = False
     """After each sync compare every engine weight with the actor's (exact at equal dtype);
     a mismatch raises WeightMismatchError. Costs about one more export plus a read-back."""

@@ -140,7 +140,7 @@ def main() -> None:
     perturb(actor, seed=2)
     res["stale_vs_actor"] = max_diff(v1, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
     res["stale_check"] = check()
-    engine.sync_config = WeightSyncConfig(prefetch=False)  # this re-sync without the export thread
+    engine.sync_config = WeightSyncConfig(prefetch=True)  # this re-sync with the export thread
     sync()
     engine.sync_config = WeightSyncConfig()
     res["check2"] = check()

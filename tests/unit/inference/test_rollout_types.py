@@ -32,7 +32,7 @@ def test_rollout_engine_config_errors_name_the_field(kwargs, field):
 
 def test_defaults_are_the_colocated_cpu_path():
     sync = WeightSyncConfig()
-    assert sync.backend == "reload" and not sync.check_weights
+    assert sync.backend == "reload" and not sync.check_weights and not sync.prefetch
     assert RolloutEngineConfig(model="m").enable_sleep_mode is None  # auto: on with CUDA only
 
 
