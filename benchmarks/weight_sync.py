@@ -105,10 +105,19 @@ def worker(args) -> None:
     bucket_bytes = args.bucket_mb << 20
     dtype = engine.dtype
 
+    keys = ("total_s", "gather_s", "wait_s", "load_s", "repack_s")
+
     def slowest(x: float) -> float:
         t = torch.tensor([x], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.item()
+
+    def slower_rank(stats) -> dict:
+        """The breakdown of the rank whose sync took longer (its parts add up)."""
+        mine = {k: getattr(stats, k) for k in keys}
+        both: list = [None] * dist.get_world_size()
+        dist.all_gather_object(both, mine)
+        return max(both, key=lambda r: r["total_s"])
 
     def copy_once() -> tuple[float, int]:
         """Copy every exported tensor once into a preallocated buffer (export not timed)."""
@@ -131,13 +140,12 @@ def worker(args) -> None:
             total += sum(f.numel() for f in flat)
         return seconds, total
 
-    keys = ("total_s", "gather_s", "wait_s", "load_s", "repack_s")
     syncs, copies, engine_only = [], [], []
     stats = None
     for _ in range(args.reps):
         dist.barrier()
         stats = engine.sync_weights(export_buckets(actor, groups, bucket_bytes=bucket_bytes, dtype=dtype))
-        syncs.append({k: slowest(getattr(stats, k)) for k in keys})
+        syncs.append(slower_rank(stats))
         copy_s, copied = copy_once()
         copies.append(slowest(copy_s))
     if args.engine_only:
@@ -146,7 +154,7 @@ def worker(args) -> None:
         for _ in range(args.reps):
             dist.barrier()
             s = engine.sync_weights(iter(kept))
-            engine_only.append({k: slowest(getattr(s, k)) for k in keys})
+            engine_only.append(slower_rank(s))
         del kept
     med = _median_rep(syncs)
     copy_med = statistics.median(copies)
