@@ -9,7 +9,7 @@ parameters) with random weights is built twice in each process: as the Megatron 
 TP shard, and as vLLM's TP shard (`load_format=dummy`, so nothing is read from disk).
 
 Timed, --reps times, every rank at once:
-  sync: `ColocatedVLLM.sync_weights(export_buckets(actor, groups, bucket_bytes, dtype))`,
+  sync: `ColocatedVLLM.sync_weights(export_buckets(actor, actor_info, groups, bucket_bytes, dtype))`,
         broken down into gather (the actor's TP all-gathers and HF layout transforms), engine
         load (vLLM's weight loaders) and repack (post-load kernel layouts, i.e. vLLM's CPU GEMM
         prepack, the tied lm_head refresh, the prefix-cache reset);
@@ -93,7 +93,7 @@ def worker(args) -> None:
     groups = initialize_parallel(ParallelConfig(tp=2, device="cpu"))
     rank = dist.get_rank()
     hf_config = AutoConfig.from_pretrained(args.worker)
-    actor = build_actor(hf_config, groups, ModelOptions(precision=precision))
+    actor, actor_info = build_actor(hf_config, groups, ModelOptions(precision=precision))
     gen = torch.Generator().manual_seed(0)  # the same draws on both ranks: replicas stay equal
     with torch.no_grad():
         for p in actor.parameters():
@@ -123,7 +123,7 @@ def worker(args) -> None:
         """Copy every exported tensor once into a preallocated buffer (export not timed)."""
         dst = torch.zeros(bucket_bytes, dtype=torch.uint8)  # touched: a warm destination
         seconds, total = 0.0, 0
-        for bucket in export_buckets(actor, groups, bucket_bytes=bucket_bytes, dtype=dtype):
+        for bucket in export_buckets(actor, actor_info, groups, bucket_bytes=bucket_bytes, dtype=dtype):
             flat = [t.reshape(-1).view(torch.uint8) for _, t in bucket]
             big = max(f.numel() for f in flat)
             if big > dst.numel():
@@ -144,13 +144,13 @@ def worker(args) -> None:
     stats = None
     for _ in range(args.reps):
         dist.barrier()
-        stats = engine.sync_weights(export_buckets(actor, groups, bucket_bytes=bucket_bytes, dtype=dtype))
+        stats = engine.sync_weights(export_buckets(actor, actor_info, groups, bucket_bytes=bucket_bytes, dtype=dtype))
         syncs.append(slower_rank(stats))
         copy_s, copied = copy_once()
         copies.append(slowest(copy_s))
     if args.engine_only:
         # The engine's side alone: the same buckets, exported once beforehand and kept.
-        kept = list(export_buckets(actor, groups, bucket_bytes=bucket_bytes, dtype=dtype))
+        kept = list(export_buckets(actor, actor_info, groups, bucket_bytes=bucket_bytes, dtype=dtype))
         for _ in range(args.reps):
             dist.barrier()
             s = engine.sync_weights(iter(kept))
@@ -161,7 +161,7 @@ def worker(args) -> None:
     check = None
     if args.check:
         t0 = time.perf_counter()
-        c = engine.check_weights(export_hf_tensors(actor, groups, dtype=dtype))
+        c = engine.check_weights(export_hf_tensors(actor, actor_info, groups, dtype=dtype))
         check = {"tensors": c.tensors, "engine_tensors": c.engine_tensors, "method": c.method,
                  "max_abs_diff": c.max_abs_diff, "seconds": round(time.perf_counter() - t0, 1)}
     if rank == 0:

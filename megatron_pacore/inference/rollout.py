@@ -304,7 +304,7 @@ class ColocatedVLLM:
         """Load the actor's weights, bucket by bucket, into this rank's engine slice.
 
         `buckets` yields lists of (Hugging Face name, full tensor), e.g.
-        `checkpoint.export.export_buckets(actor, groups, bucket_bytes=...)`; every rank
+        `checkpoint.export.export_buckets(actor, actor_info, groups, bucket_bytes=...)`; every rank
         iterates it (its all-gathers are collectives). Tensors must be in the engine's dtype.
 
         Raises:
@@ -380,7 +380,7 @@ class ColocatedVLLM:
 
     def check_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> WeightCheck:
         """Compare every engine weight of this rank with full HF-named `tensors` (e.g.
-        `export_hf_tensors(actor, groups)`); raises WeightMismatchError naming the first
+        `export_hf_tensors(actor, actor_info, groups)`); raises WeightMismatchError naming the first
         that differs. See `inference.weight_check`."""
         from megatron_pacore.inference.weight_check import check_model_weights
 

@@ -5,9 +5,9 @@
     samples = engine.generate(prompt_token_ids, SamplingSettings(max_tokens=256), n=8)
     engine.sleep()                                  # GPU: free memory for the update
     ... actor update ...
-    stats = engine.sync_weights(export_buckets(actor, groups, bucket_bytes=cfg.bucket_bytes))
+    stats = engine.sync_weights(export_buckets(actor, actor_info, groups, bucket_bytes=cfg.bucket_bytes))
     if cfg.check_weights:
-        engine.check_weights(export_hf_tensors(actor, groups))    # raises WeightMismatchError
+        engine.check_weights(export_hf_tensors(actor, actor_info, groups))    # raises WeightMismatchError
     engine.wake()
 
 The trainer renders chats with the tokenizer's chat template and hands the engine token ids;

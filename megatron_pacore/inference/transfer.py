@@ -1,6 +1,6 @@
 """Weight sync to a vLLM engine in other processes, through vLLM's weight-transfer API (GPU).
 
-    source = ExportSource(lambda: export_hf_tensors(actor, groups, dtype=torch.bfloat16))
+    source = ExportSource(lambda: export_hf_tensors(actor, actor_info, groups, dtype=torch.bfloat16))
     sender = TransferSender(WeightSyncConfig(backend="nccl", nccl_world_size=1 + n_workers),
                             client=HTTPVLLMWeightSyncClient("http://rollout-0:8000"),
                             source=source, rank=dist.get_rank())
@@ -45,7 +45,7 @@ class ExportSource(WeightSource):
     """A vLLM `WeightSource` over the actor's Hugging Face export.
 
     `make_stream()` returns a fresh stream of (HF name, full tensor) on every call, e.g.
-    `lambda: export_hf_tensors(actor, groups, dtype)`; all trainer ranks iterate it in
+    `lambda: export_hf_tensors(actor, actor_info, groups, dtype)`; all trainer ranks iterate it in
     lockstep. The metadata (names, dtypes, shapes) is learnt from the first pass and cached:
     the export's order and shapes do not change between syncs.
     """

@@ -70,8 +70,8 @@ def main() -> None:
     groups = initialize_parallel(ParallelConfig(tp=2, device="cpu"))
     hf = HFCheckpoint(args.model)
     vocab = hf.config.vocab_size
-    actor = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
-    load_hf_weights(actor, hf, 2, groups.tp_rank)
+    actor, actor_info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(actor, actor_info, hf, 2, groups.tp_rank)
     actor.eval()
     # Different weights from the checkpoint the engine starts from, so that the first sync
     # is visible too.
@@ -84,14 +84,14 @@ def main() -> None:
     prompts = [torch.randint(0, vocab, (12,), generator=gen).tolist() for _ in range(3)]
 
     def sync(skip: str | None = None):
-        buckets = export_buckets(actor, groups, bucket_bytes=256 << 10)
+        buckets = export_buckets(actor, actor_info, groups, bucket_bytes=256 << 10)
         if skip:
             buckets = ([(n, t) for n, t in b if n != skip] for b in buckets)
         return engine.sync_weights(buckets)
 
     def check():
         try:
-            c = engine.check_weights(export_hf_tensors(actor, groups))
+            c = engine.check_weights(export_hf_tensors(actor, actor_info, groups))
             return {"ok": True, "tensors": c.tensors, "engine_tensors": c.engine_tensors, "method": c.method}
         except WeightMismatchError as e:
             return {"ok": False, "error": str(e)}
@@ -131,7 +131,7 @@ def main() -> None:
     except ValueError as e:
         res["too_long"] = str(e)
     try:
-        engine.sync_weights(export_buckets(actor, groups, dtype=torch.bfloat16))
+        engine.sync_weights(export_buckets(actor, actor_info, groups, dtype=torch.bfloat16))
         res["wrong_dtype"] = "no error"
     except ValueError as e:
         res["wrong_dtype"] = str(e)
@@ -155,7 +155,7 @@ def main() -> None:
     # 4. vLLM's own reload_weights alone (no tied lm_head re-processing): the embedding
     # table is new but the LM head's prepacked GEMM is stale, and the check must see it.
     perturb(actor, seed=4)
-    weights = [kv for b in export_buckets(actor, groups) for kv in b]
+    weights = [kv for b in export_buckets(actor, actor_info, groups) for kv in b]
     engine.llm.collective_rpc(lambda w: w.model_runner.reload_weights(weights_iterator=iter(weights)))
     res["stale_lm_head_check"] = check()
 
