@@ -28,16 +28,21 @@ class Problem:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingSettings:
-    """What the runner asks an engine for; a subset of vLLM's SamplingParams."""
+    """What each sample is asked for; a subset of vLLM's SamplingParams. The sampling part of
+    every generating config (config.GenerationOptions.sampling); its limits are checked here."""
 
     max_tokens: Optional[int] = None
+    """tokens per trajectory (None: up to the model's context)"""
     temperature: float = 1.0
+    """sampling temperature (the paper samples at 1.0)"""
     top_p: float = 1.0
+    """nucleus sampling: keep the smallest set of tokens with this total probability"""
     seed: Optional[int] = None
-    # Benchmarks only: generate exactly max_tokens tokens.
-    ignore_eos: bool = False
+    """base sampling seed, varied per problem and round (None: unseeded)"""
+    ignore_eos: bool = field(default=False, metadata={"cli": False})
+    """benchmarks only: generate exactly max_tokens tokens"""
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:

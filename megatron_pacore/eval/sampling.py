@@ -30,7 +30,7 @@ from tqdm import tqdm
 from megatron_pacore.eval.config import EvalConfig, Level
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig, derived_seed, sample_with_retries
-from megatron_pacore.types import Chat, Completion, GenerationRequest, Problem, ProblemResult, SamplingSettings, Trajectory
+from megatron_pacore.types import Chat, Completion, GenerationRequest, Problem, ProblemResult, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +123,19 @@ class Collector:
         self.levels = cfg.compute_levels()
         self.generator = generator
         self.sharing = SharingGenerator(generator)
-        self.sampling = SamplingSettings(cfg.max_tokens, cfg.temperature, cfg.top_p, cfg.seed)
+        g = cfg.generation
+        self.sampling = g.sampling
+        self.seed = g.sampling.seed
+        self.max_retries = g.max_retries
         self.backoff_s = retry_backoff_s
         self.width = max(level.first_width for level in self.levels)
         self.runners = {
             level.name: PaCoReRunner(
                 self.sharing,
-                RunnerConfig(schedule=level.schedule, sampling=self.sampling, max_in_flight=cfg.concurrency,
-                             max_retries=cfg.max_retries, retry_backoff_s=retry_backoff_s,
-                             reference_order=cfg.reference_order, order_seed=cfg.seed or 0,
-                             max_message_tokens=cfg.max_message_tokens),
+                RunnerConfig(schedule=level.schedule, sampling=g.sampling, max_in_flight=g.concurrency,
+                             max_retries=g.max_retries, retry_backoff_s=retry_backoff_s,
+                             reference_order=g.reference_order, order_seed=self.seed or 0,
+                             max_message_tokens=g.max_message_tokens),
                 tokenize=tokenize, detokenize=detokenize,
             )
             for level in self.levels
@@ -143,23 +146,23 @@ class Collector:
 
     def _request(self, problem: Problem, name: str, n: int) -> GenerationRequest:
         request_id = f"{problem.id}/{name}"
-        return GenerationRequest(request_id, problem.messages, n, replace(self.sampling, seed=derived_seed(self.cfg.seed, request_id)))
+        return GenerationRequest(request_id, problem.messages, n, replace(self.sampling, seed=derived_seed(self.seed, request_id)))
 
     async def _pool(self, problem: Problem) -> list[Completion]:
         assert self.cfg.pool is not None and self._slots is not None
         return await sample_n(self.generator, self._request(problem, "pool", self.cfg.pool),
-                              self.cfg.max_retries, self.backoff_s, self._slots)
+                              self.max_retries, self.backoff_s, self._slots)
 
     async def first_round(self, problem: Problem, run: int) -> list[Completion]:
         """The `width` first-round samples of a problem in a run (drawn from the pool, if any)."""
         assert self._slots is not None
         if self.cfg.pool is None:
             return await sample_n(self.generator, self._request(problem, f"run{run}/first", self.width),
-                                  self.cfg.max_retries, self.backoff_s, self._slots)
+                                  self.max_retries, self.backoff_s, self._slots)
         if problem.id not in self._pools:
             self._pools[problem.id] = asyncio.ensure_future(self._pool(problem))
         pool = await self._pools[problem.id]
-        draw = random.Random(f"{self.cfg.seed}|{problem.id}|{run}").sample(range(len(pool)), self.width)
+        draw = random.Random(f"{self.seed}|{problem.id}|{run}").sample(range(len(pool)), self.width)
         return [pool[i] for i in draw]
 
     async def _pipelines(self, problem: Problem, run: int, level: Level, first: list[Completion]) -> Instance:
@@ -193,7 +196,7 @@ class Collector:
 
     async def collect(self, problems: Sequence[Problem], progress: bool = True) -> EvalData:
         """Every sample and pipeline of the evaluation, problems and runs in parallel."""
-        self._slots = asyncio.Semaphore(self.cfg.concurrency)
+        self._slots = asyncio.Semaphore(self.cfg.generation.concurrency)
         pipelines = len(problems) * self.cfg.runs * len(self.levels) * len(self.cfg.synthesis_methods)
         self._bar = tqdm(total=pipelines, desc="pipelines", unit="pipeline", disable=not progress or not pipelines)
         try:

@@ -23,7 +23,7 @@ from typing import AsyncIterator, Callable, Iterable, Optional
 
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.pacore.compaction import compact_bounded
-from megatron_pacore.pacore.ordering import ORDERS, reference_order
+from megatron_pacore.pacore.ordering import reference_order
 from megatron_pacore.pacore.prompts import round_messages
 from megatron_pacore.pacore.schedule import RoundSchedule
 from megatron_pacore.types import (
@@ -104,7 +104,7 @@ async def sample_with_retries(
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    """How the runner drives the engine."""
+    """How the runner drives the engine (built from config.GenerationOptions by the jobs)."""
 
     schedule: RoundSchedule
     sampling: SamplingSettings = SamplingSettings()
@@ -121,16 +121,11 @@ class RunnerConfig:
     max_message_tokens: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        # The limits of the fields that come from the user (max_in_flight = concurrency,
+        # max_retries, reference_order, max_message_tokens) are checked once, where they are
+        # configured: config.GenerationOptions.
         if self.retry_backoff_s < 0:
             raise ValueError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
-        if self.reference_order not in ORDERS:
-            raise ValueError(f"reference_order must be one of {ORDERS}, got {self.reference_order!r}")
-        if self.max_message_tokens is not None and self.max_message_tokens < 1:
-            raise ValueError(f"max_message_tokens must be >= 1 or None, got {self.max_message_tokens}")
 
 
 class PaCoReRunner:

@@ -15,7 +15,9 @@ import pytest
 
 from megatron_pacore.cli import main
 from megatron_pacore.eval.command import run_eval
+from megatron_pacore.config import GenerationOptions
 from megatron_pacore.eval.config import METHODS, EvalConfig
+from megatron_pacore.types import SamplingSettings
 
 pytestmark = pytest.mark.vllm
 MAX_TOKENS = 8
@@ -23,8 +25,9 @@ MAX_TOKENS = 8
 
 async def test_eval_on_the_tiny_model_then_resume_from_the_command_line(vllm_engine, benchmarks_dir, tmp_path, capsys):
     report = tmp_path / "report"
-    cfg = EvalConfig(model=vllm_engine.model, report=str(report), benchmark=str(benchmarks_dir / "aime25.jsonl"),
-                     widths=["2"], runs=1, limit=3, max_tokens=MAX_TOKENS, grade_workers=2)
+    generation = GenerationOptions(model=vllm_engine.model, sampling=SamplingSettings(max_tokens=MAX_TOKENS))
+    cfg = EvalConfig(report=str(report), benchmark=str(benchmarks_dir / "aime25.jsonl"),
+                     widths=["2"], runs=1, limit=3, grade_workers=2, generation=generation)
     metrics = await run_eval(cfg, generator=vllm_engine, progress=False)
 
     # 3 first-round requests (n=2), 3 PaCoRe finals, 3 no-messages finals.
@@ -57,7 +60,7 @@ async def test_eval_on_the_tiny_model_then_resume_from_the_command_line(vllm_eng
     # Rerun through the CLI (in a thread: it runs its own event loop) with the same DIR:
     # everything is replayed, no engine starts (an in-process start alone takes longer).
     start = time.monotonic()
-    code = await asyncio.to_thread(main, ["eval", "--model", vllm_engine.model, "--benchmark", cfg.benchmark, "--widths", "2",
+    code = await asyncio.to_thread(main, ["eval", "--model", generation.model, "--benchmark", cfg.benchmark, "--widths", "2",
                  "--limit", "3", "--max-tokens", str(MAX_TOKENS), "--report", str(report), "--grade-workers", "2"])
     assert code == 0 and time.monotonic() - start < 20
     again = json.loads((report / "metrics.json").read_text())
