@@ -12,8 +12,10 @@ from just before the process is started to the first bytes of its first HTTP req
 reachability check), i.e. interpreter start, imports, argument parsing and input checks.
 The job runs to its end each time and must exit 0 with every problem written.
 
-The child imports `megatron_pacore` from $PYTHONPATH when set (to measure another tree), else
-from this repository. Prints each rep, the python-alone start for reference, and last
+The child imports `megatron_pacore` from this repository (or from $PYTHONPATH when set). With
+`--compare TREE` each rep also runs the same command from another checkout (e.g. main), the two
+alternating in one run so that machine load hits both alike; its median is printed as
+`compare_startup_s=Y`. Prints each rep, the python-alone start for reference, and last
 `cli_startup_s=X` (median; target X <= 0.6 on the 2-core build machine).
 """
 from __future__ import annotations
@@ -146,53 +148,63 @@ def make_model(directory: str) -> str:
     return str(make_tiny_model(directory, "qwen3", 0))
 
 
+def run_once(url: str, problems: Path, out: Path, env: dict, proxy: TimingProxy) -> tuple[float, float]:
+    """(seconds to the first request, seconds of the whole process) of one `pacore infer`."""
+    proxy.arm()
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "megatron_pacore.cli", "infer", "--model", url, "--input", str(problems),
+         "--output", str(out), "--level", "low", "--max-tokens", "8"],
+        env=env, capture_output=True, text=True, timeout=300)
+    total = time.perf_counter() - t0
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    if proc.returncode != 0 or len(rows) != 2 or proxy.first is None:
+        raise RuntimeError(f"pacore infer failed (exit {proc.returncode}, {len(rows)} rows):\n{proc.stderr[-3000:]}")
+    return proxy.first - t0, total
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--model", default=None, help="HF checkpoint directory (default: a tiny qwen3 made here)")
+    p.add_argument("--compare", default=None, metavar="TREE", help="another checkout to measure side by side")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cli_startup_"))
     model = args.model or make_model(str(work / "tiny"))
     problems = work / "in.jsonl"
     problems.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i} + {i}?"}) + "\n" for i in range(2)))
-    child_env = dict(os.environ, OMP_NUM_THREADS="1")
-    child_env.setdefault("PYTHONPATH", str(ROOT))
-    print(f"megatron_pacore from PYTHONPATH={child_env['PYTHONPATH']}", flush=True)
+    trees = {"this": dict(os.environ, OMP_NUM_THREADS="1")}
+    trees["this"].setdefault("PYTHONPATH", str(ROOT))
+    if args.compare:
+        trees["compare"] = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(args.compare).resolve()))
+    for name, env in trees.items():
+        print(f"{name}: megatron_pacore from PYTHONPATH={env['PYTHONPATH']}", flush=True)
 
     port = free_port()
     server = start_server(model, port, work / "server.log")
+    figures: dict[str, list[float]] = {name: [] for name in trees}
     try:
         wait_healthy(server, port, work / "server.log")
         proxy = TimingProxy(port)
         url = f"http://127.0.0.1:{proxy.port}/v1"
 
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True, env=child_env)
-        bare = time.perf_counter() - t0
-        print(f"python -c pass: {bare:.3f} s", flush=True)
+        subprocess.run([sys.executable, "-c", "pass"], check=True, env=trees["this"])
+        print(f"python -c pass: {time.perf_counter() - t0:.3f} s", flush=True)
 
-        figures = []
         for rep in range(args.reps + 1):  # rep 0 warms the file cache and the server
-            out = work / f"out{rep}.jsonl"
-            proxy.arm()
-            t0 = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-m", "megatron_pacore.cli", "infer", "--model", url, "--input", str(problems),
-                 "--output", str(out), "--level", "low", "--max-tokens", "8"],
-                env=child_env, capture_output=True, text=True, timeout=300)
-            total = time.perf_counter() - t0
-            rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-            if proc.returncode != 0 or len(rows) != 2 or proxy.first is None:
-                raise RuntimeError(f"pacore infer failed (exit {proc.returncode}, {len(rows)} rows):\n{proc.stderr[-3000:]}")
-            first = proxy.first - t0
-            print(f"rep {rep}{' (warm-up)' if rep == 0 else ''}: first request {first:.3f} s "
-                  f"({proxy.first_line.decode(errors='replace')}), whole process {total:.3f} s", flush=True)
-            if rep:
-                figures.append(first)
+            for name, env in trees.items():
+                first, total = run_once(url, problems, work / f"out_{name}_{rep}.jsonl", env, proxy)
+                print(f"rep {rep}{' (warm-up)' if rep == 0 else ''} {name}: first request {first:.3f} s "
+                      f"({proxy.first_line.decode(errors='replace')}), whole process {total:.3f} s", flush=True)
+                if rep:
+                    figures[name].append(first)
     finally:
         stop(server)
-    print(f"cli_startup_s={statistics.median(figures):.3f}")
+    if args.compare:
+        print(f"compare_startup_s={statistics.median(figures['compare']):.3f}")
+    print(f"cli_startup_s={statistics.median(figures['this']):.3f}")
 
 
 if __name__ == "__main__":

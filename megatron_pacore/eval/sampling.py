@@ -30,7 +30,7 @@ from tqdm import tqdm
 from megatron_pacore.eval.config import EvalConfig, Level
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig, derived_seed, sample_with_retries
-from megatron_pacore.types import Chat, Completion, GenerationRequest, Problem, ProblemResult, Trajectory
+from megatron_pacore.types import Chat, Completion, GenerationRequest, Problem, ProblemResult
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,6 @@ class Instance:
 class EvalData:
     samples: list[Samples] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
-
-
-def as_completion(t: Trajectory) -> Completion:
-    """A recorded trajectory handed back to the runner as the engine's answer."""
-    return Completion(text=t.text, completion_tokens=t.completion_tokens, prompt_tokens=t.prompt_tokens,
-                      finish_reason=t.finish_reason, reasoning=t.reasoning, error=t.error)
 
 
 class SharingGenerator:
@@ -179,7 +173,8 @@ class Collector:
             self.sharing.share(f"{nm}/r1", instance.first)
             if instance.pacore is not None:
                 for record in instance.pacore.rounds[1 : rounds - 1]:
-                    self.sharing.share(f"{nm}/r{record.round}", [as_completion(t) for t in record.trajectories])
+                    # A Trajectory is a Completion: the recorded round is the engine's answer.
+                    self.sharing.share(f"{nm}/r{record.round}", record.trajectories)
             self.sharing.replace_chat(f"{nm}/r{rounds}", problem.messages)
             instance.no_messages = await runner.run_problem(replace(problem, id=nm))
             self._tick()

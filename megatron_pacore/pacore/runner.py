@@ -158,17 +158,9 @@ class PaCoReRunner:
 
     def _trajectory(self, completion: Completion, attempts: int) -> Trajectory:
         if not completion.ok:
-            return Trajectory(
-                text="", message="", completion_tokens=completion.completion_tokens,
-                finish_reason=completion.finish_reason, error=completion.error,
-                prompt_tokens=completion.prompt_tokens, attempts=attempts,
-            )
+            return Trajectory.of(completion, message="", attempts=attempts)
         c = compact_bounded(completion.text, self.config.max_message_tokens, self._tokenize, self._detokenize)
-        return Trajectory(
-            text=completion.text, message=c.message, completion_tokens=completion.completion_tokens,
-            finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
-            reasoning=completion.reasoning, attempts=attempts, message_truncated_chars=c.truncated_chars,
-        )
+        return Trajectory.of(completion, message=c.message, attempts=attempts, message_truncated_chars=c.truncated_chars)
 
     async def sample(self, request: GenerationRequest) -> list[tuple[Completion, int]]:
         """`sample_with_retries` under this runner's retry policy and in-flight bound."""
