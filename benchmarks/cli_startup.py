@@ -148,19 +148,25 @@ def make_model(directory: str) -> str:
     return str(make_tiny_model(directory, "qwen3", 0))
 
 
-def run_once(url: str, problems: Path, out: Path, env: dict, proxy: TimingProxy) -> tuple[float, float]:
-    """(seconds to the first request, seconds of the whole process) of one `pacore infer`."""
+def run_once(url: str, problems: Path, out: Path, env: dict, proxy: TimingProxy) -> tuple[float, float, float]:
+    """(seconds to the first request, seconds of the whole process, CPU seconds of the whole
+    process) of one `pacore infer`. The CPU time (user + system) is much less sensitive to
+    other load on the machine than the wall-clock figures."""
     proxy.arm()
+    log = out.with_suffix(".log")
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "megatron_pacore.cli", "infer", "--model", url, "--input", str(problems),
-         "--output", str(out), "--level", "low", "--max-tokens", "8"],
-        env=env, capture_output=True, text=True, timeout=300)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "megatron_pacore.cli", "infer", "--model", url, "--input", str(problems),
+             "--output", str(out), "--level", "low", "--max-tokens", "8"],
+            env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
     total = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     if proc.returncode != 0 or len(rows) != 2 or proxy.first is None:
-        raise RuntimeError(f"pacore infer failed (exit {proc.returncode}, {len(rows)} rows):\n{proc.stderr[-3000:]}")
-    return proxy.first - t0, total
+        raise RuntimeError(f"pacore infer failed (exit {proc.returncode}, {len(rows)} rows):\n{log.read_text()[-3000:]}")
+    return proxy.first - t0, total, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -195,9 +201,10 @@ def main() -> None:
 
         for rep in range(args.reps + 1):  # rep 0 warms the file cache and the server
             for name, env in trees.items():
-                first, total = run_once(url, problems, work / f"out_{name}_{rep}.jsonl", env, proxy)
+                first, total, cpu = run_once(url, problems, work / f"out_{name}_{rep}.jsonl", env, proxy)
                 print(f"rep {rep}{' (warm-up)' if rep == 0 else ''} {name}: first request {first:.3f} s "
-                      f"({proxy.first_line.decode(errors='replace')}), whole process {total:.3f} s", flush=True)
+                      f"({proxy.first_line.decode(errors='replace')}), whole process {total:.3f} s, "
+                      f"its CPU {cpu:.3f} s", flush=True)
                 if rep:
                     figures[name].append(first)
     finally:
