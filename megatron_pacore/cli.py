@@ -45,7 +45,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The HTTP client logs every request at INFO (interleaved with the progress bar): DEBUG.
     for name in ("httpx", "httpx2"):
-        logging.getLogger(name).addFilter(_InfoToDebug())
+        http_log = logging.getLogger(name)
+        if not any(isinstance(f, _InfoToDebug) for f in http_log.filters):
+            http_log.addFilter(_InfoToDebug())
     args = build_parser().parse_args(argv)
     try:
         if args.command == "infer":
