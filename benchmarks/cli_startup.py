@@ -15,8 +15,9 @@ The job runs to its end each time and must exit 0 with every problem written.
 The child imports `megatron_pacore` from this repository (or from $PYTHONPATH when set). With
 `--compare TREE` each rep also runs the same command from another checkout (e.g. main), the two
 alternating in one run so that machine load hits both alike; its median is printed as
-`compare_startup_s=Y`. Prints each rep, the python-alone start for reference, and last
-`cli_startup_s=X` (median; target X <= 0.6 on the 2-core build machine).
+`compare_startup_s=Y`. Prints each rep (wall and CPU seconds to the first request: on a
+loaded machine the CPU figure is the steadier one), the python-alone start for reference,
+and last `cli_startup_s=X` (median wall seconds; target X <= 0.6 on the 2-core build machine).
 """
 from __future__ import annotations
 
@@ -53,12 +54,14 @@ class TimingProxy:
         self.port = self.listener.getsockname()[1]
         self.first: Optional[float] = None
         self.first_line = b""
+        self.first_cpu: Optional[float] = None  # CPU seconds the client had used by then
+        self.pid: Optional[int] = None  # the client process, for first_cpu
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def arm(self) -> None:
         with self._lock:
-            self.first, self.first_line = None, b""
+            self.first, self.first_line, self.first_cpu, self.pid = None, b"", None, None
 
     def _accept(self) -> None:
         while True:
@@ -77,6 +80,7 @@ class TimingProxy:
             with self._lock:
                 if self.first is None:
                     self.first, self.first_line = now, data.split(b"\r\n", 1)[0]
+                    self.first_cpu = process_cpu_s(self.pid) if self.pid else None
             with socket.create_connection(("127.0.0.1", self.upstream)) as server:
                 server.sendall(data)
                 back = threading.Thread(target=self._pipe, args=(server, client), daemon=True)
@@ -96,6 +100,16 @@ class TimingProxy:
                 dst.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
+
+
+def process_cpu_s(pid: int) -> Optional[float]:
+    """User + system CPU seconds of a running process (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def start_server(model: str, port: int, log_path: Path) -> subprocess.Popen:
@@ -148,10 +162,10 @@ def make_model(directory: str) -> str:
     return str(make_tiny_model(directory, "qwen3", 0))
 
 
-def run_once(url: str, problems: Path, out: Path, env: dict, proxy: TimingProxy) -> tuple[float, float, float]:
-    """(seconds to the first request, seconds of the whole process, CPU seconds of the whole
-    process) of one `pacore infer`. The CPU time (user + system) is much less sensitive to
-    other load on the machine than the wall-clock figures."""
+def run_once(url: str, problems: Path, out: Path, env: dict, proxy: TimingProxy) -> tuple[float, float, float, float]:
+    """(seconds to the first request, CPU seconds the process had used by then, seconds of the
+    whole process, CPU seconds of the whole process) of one `pacore infer`. CPU time (user +
+    system) is much less sensitive than wall-clock time to other load on the machine."""
     proxy.arm()
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
@@ -159,14 +173,15 @@ def run_once(url: str, problems: Path, out: Path, env: dict, proxy: TimingProxy)
         proc = subprocess.Popen(
             [sys.executable, "-m", "megatron_pacore.cli", "infer", "--model", url, "--input", str(problems),
              "--output", str(out), "--level", "low", "--max-tokens", "8"],
-            env=env, stdout=subprocess.DEVNULL, stderr=err)
+            env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=out.parent)  # cwd: not a checkout (`-m` puts it first on sys.path)
+        proxy.pid = proc.pid
         _, status, usage = os.wait4(proc.pid, 0)
     total = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     if proc.returncode != 0 or len(rows) != 2 or proxy.first is None:
         raise RuntimeError(f"pacore infer failed (exit {proc.returncode}, {len(rows)} rows):\n{log.read_text()[-3000:]}")
-    return proxy.first - t0, total, usage.ru_utime + usage.ru_stime
+    return proxy.first - t0, proxy.first_cpu or float("nan"), total, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -190,6 +205,7 @@ def main() -> None:
     port = free_port()
     server = start_server(model, port, work / "server.log")
     figures: dict[str, list[float]] = {name: [] for name in trees}
+    cpu_figures: dict[str, list[float]] = {name: [] for name in trees}
     try:
         wait_healthy(server, port, work / "server.log")
         proxy = TimingProxy(port)
@@ -201,14 +217,17 @@ def main() -> None:
 
         for rep in range(args.reps + 1):  # rep 0 warms the file cache and the server
             for name, env in trees.items():
-                first, total, cpu = run_once(url, problems, work / f"out_{name}_{rep}.jsonl", env, proxy)
+                first, first_cpu, total, cpu = run_once(url, problems, work / f"out_{name}_{rep}.jsonl", env, proxy)
                 print(f"rep {rep}{' (warm-up)' if rep == 0 else ''} {name}: first request {first:.3f} s "
-                      f"({proxy.first_line.decode(errors='replace')}), whole process {total:.3f} s, "
-                      f"its CPU {cpu:.3f} s", flush=True)
+                      f"(CPU {first_cpu:.3f} s; {proxy.first_line.decode(errors='replace')}), "
+                      f"whole process {total:.3f} s (CPU {cpu:.3f} s)", flush=True)
                 if rep:
                     figures[name].append(first)
+                    cpu_figures[name].append(first_cpu)
     finally:
         stop(server)
+    for name in trees:
+        print(f"{name}: CPU seconds to the first request, median {statistics.median(cpu_figures[name]):.3f}")
     if args.compare:
         print(f"compare_startup_s={statistics.median(figures['compare']):.3f}")
     print(f"cli_startup_s={statistics.median(figures['this']):.3f}")
