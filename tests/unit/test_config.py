@@ -146,3 +146,21 @@ def test_flags_alone_build_the_config_with_the_defaults():
 def test_example_configs_load(name, cls):
     cfg = load_config(cls, str(ROOT / "examples" / "configs" / name))
     assert cfg.generation.model
+
+
+def test_one_config_scripts_parse_their_whole_command_line():
+    from megatron_pacore.config_cli import parse
+
+    cfg = parse(InferConfig, ["--model", "m", "--input", "i", "--output", "o", "--widths", "8", "limit=3"])
+    assert (cfg.generation.model, cfg.widths, cfg.limit) == ("m", "8", 3)
+
+
+def test_pacore_reports_a_bad_yaml_key_with_exit_code_2(tmp_path, capsys):
+    from megatron_pacore.cli import main
+
+    y = tmp_path / "c.yaml"
+    y.write_text("input: a.jsonl\noutput: b.jsonl\nlevel: low\ngeneration:\n  model: m\n  concurency: 8\n")
+    assert main(["infer", "--config", str(y)]) == 2
+    assert "concurency" in capsys.readouterr().err
+    assert main(["infer", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
