@@ -136,7 +136,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
                         help=f"a YAML file of {cls.__name__} fields (see README); flags and overrides win over it")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted overrides of config fields, e.g. generation.sampling.seed=0")
+                        help="dotted overrides of config fields, e.g. generation.sampling.seed=0 "
+                             "(after a flag that takes several values, such as --widths, put them after --)")
 
 
 def config_from_args(cls: Type[T], args: argparse.Namespace) -> T:
