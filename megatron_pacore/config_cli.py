@@ -63,6 +63,11 @@ def _leaves(cls: type, prefix: str = ""):
             yield f"{prefix}{f.name}", f, kind, cls
 
 
+def _flag(f: dataclasses.Field) -> str:
+    """`--max-tokens` for max_tokens, unless the field's metadata names another flag."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
 def _scalar(kind: Any) -> Any:
     """int for Optional[int], etc."""
     args = [a for a in typing.get_args(kind) if a is not type(None)]
@@ -108,7 +113,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         meta = f.metadata
         if meta.get("cli", True) is False:
             continue
-        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        flag = _flag(f)
         if flag in seen:
             raise TypeError(f"{cls.__name__}: fields {seen[flag]} and {path} would share the flag {flag}")
         seen[flag] = path
@@ -150,7 +155,7 @@ def config_from_args(cls: Type[T], args: argparse.Namespace) -> T:
         f, kind = flags[dest[len(_DEST_PREFIX):]]
         path = dest[len(_DEST_PREFIX):].split(".")
         if typing.get_origin(_scalar(kind)) is dict:
-            value = parse_key_values(value, f.metadata.get("flag", "--" + f.name.replace("_", "-")))
+            value = parse_key_values(value, _flag(f))
         node = values
         for part in path[:-1]:
             node = node.setdefault(part, {})
