@@ -14,15 +14,15 @@ from tqdm import tqdm
 
 from megatron_pacore.config import InferConfig
 from megatron_pacore.data.io import JsonlWriter, read_problems
-from megatron_pacore.inference.base import Generator
+from megatron_pacore.inference.base import ModelGenerator
 from megatron_pacore.inference.factory import open_generator, tokenizer_fns
 from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig
-from megatron_pacore.types import RoundRecord, SamplingSettings
+from megatron_pacore.types import RoundRecord
 
 log = logging.getLogger(__name__)
 
 
-async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> int:
+async def run_infer(cfg: InferConfig, generator: Optional[ModelGenerator] = None) -> int:
     """Run the job; returns the process exit code: 0, or 1 when any problem failed (each is
     recorded in the output with its reason; `cfg.allow_failed` makes that 0 too). The count of
     failed and degraded problems is printed to stderr.
@@ -41,7 +41,7 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
 
     owned = generator is None
     if generator is None:
-        generator = await open_generator(cfg.model, cfg.vllm_args, cfg.served_model_name, cfg.stream)
+        generator = await open_generator(cfg.generation)
     try:
         tokens = 0
         start = time.perf_counter()
@@ -52,16 +52,17 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
             tokens += record.completion_tokens
             bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}", tokens=tokens)
 
-        tokenize, detokenize = tokenizer_fns(generator) if cfg.max_message_tokens else (None, None)
+        g = cfg.generation
+        tokenize, detokenize = tokenizer_fns(generator) if g.max_message_tokens else (None, None)
         runner = PaCoReRunner(
             generator,
             RunnerConfig(
                 schedule=schedule,
-                sampling=SamplingSettings(cfg.max_tokens, cfg.temperature, cfg.top_p, cfg.seed),
-                max_in_flight=cfg.concurrency,
-                max_retries=cfg.max_retries,
-                reference_order=cfg.reference_order,
-                max_message_tokens=cfg.max_message_tokens,
+                sampling=g.sampling,
+                max_in_flight=g.concurrency,
+                max_retries=g.max_retries,
+                reference_order=g.reference_order,
+                max_message_tokens=g.max_message_tokens,
             ),
             tokenize=tokenize,
             detokenize=detokenize,

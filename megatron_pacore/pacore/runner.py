@@ -28,7 +28,7 @@ from typing import AsyncIterator, Callable, Iterable, Optional
 
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.pacore.compaction import compact_bounded
-from megatron_pacore.pacore.ordering import ORDERS, reference_order
+from megatron_pacore.pacore.ordering import reference_order
 from megatron_pacore.pacore.prompts import round_messages
 from megatron_pacore.pacore.schedule import RoundSchedule
 from megatron_pacore.types import (
@@ -109,7 +109,7 @@ async def sample_with_retries(
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    """How the runner drives the engine."""
+    """How the runner drives the engine (built from config.GenerationOptions by the jobs)."""
 
     schedule: RoundSchedule
     sampling: SamplingSettings = SamplingSettings()
@@ -126,16 +126,11 @@ class RunnerConfig:
     max_message_tokens: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        # The limits of the fields that come from the user (max_in_flight = concurrency,
+        # max_retries, reference_order, max_message_tokens) are checked once, where they are
+        # configured: config.GenerationOptions.
         if self.retry_backoff_s < 0:
             raise ValueError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
-        if self.reference_order not in ORDERS:
-            raise ValueError(f"reference_order must be one of {ORDERS}, got {self.reference_order!r}")
-        if self.max_message_tokens is not None and self.max_message_tokens < 1:
-            raise ValueError(f"max_message_tokens must be >= 1 or None, got {self.max_message_tokens}")
 
 
 class PaCoReRunner:
@@ -168,17 +163,9 @@ class PaCoReRunner:
 
     def _trajectory(self, completion: Completion, attempts: int) -> Trajectory:
         if not completion.ok:
-            return Trajectory(
-                text="", message="", completion_tokens=completion.completion_tokens,
-                finish_reason=completion.finish_reason, error=completion.error,
-                prompt_tokens=completion.prompt_tokens, attempts=attempts,
-            )
+            return Trajectory.of(completion, message="", attempts=attempts)
         c = compact_bounded(completion.text, self.config.max_message_tokens, self._tokenize, self._detokenize)
-        return Trajectory(
-            text=completion.text, message=c.message, completion_tokens=completion.completion_tokens,
-            finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
-            reasoning=completion.reasoning, attempts=attempts, message_truncated_chars=c.truncated_chars,
-        )
+        return Trajectory.of(completion, message=c.message, attempts=attempts, message_truncated_chars=c.truncated_chars)
 
     async def sample(self, request: GenerationRequest) -> list[tuple[Completion, int]]:
         """`sample_with_retries` under this runner's retry policy and in-flight bound."""

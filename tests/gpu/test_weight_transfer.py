@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(phase, tiny_model, tmp_path_factory):
     result = tmp_path_factory.mktemp(f"wt_{phase}") / "result.json"
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=1",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
            str(ROOT / "tests" / "gpu" / "worker_rollout_gpu.py"), "--model", str(tiny_model),
            "--result", str(result), "--phase", phase]
     env = dict(os.environ, PYTHONPATH=str(ROOT), NVIDIA_TF32_OVERRIDE="0")

@@ -4,15 +4,15 @@ import asyncio
 import json
 
 from helpers.scripted import ScriptedGenerator
-from megatron_pacore.config import InferConfig
+from megatron_pacore.config import GenerationOptions, InferConfig
 from megatron_pacore.infer import run_infer
 
 
 def job(tmp_path, **kw):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"q{i}"}) + "\n" for i in range(3)))
-    return InferConfig(model="scripted", input=str(src), output=str(tmp_path / "out.jsonl"), widths="2",
-                       max_retries=0, **kw)
+    return InferConfig(input=str(src), output=str(tmp_path / "out.jsonl"), widths="2",
+                       generation=GenerationOptions(model="scripted", max_retries=0), **kw)
 
 
 def script(req, i, call):
@@ -53,12 +53,11 @@ def test_degraded_problems_alone_exit_zero(tmp_path, capsys):
 
 
 def test_allow_failed_flag_reaches_the_config():
-    import argparse
+    from megatron_pacore.cli import build_parser
+    from megatron_pacore.config import InferConfig
+    from megatron_pacore.config_cli import config_from_args
 
-    from megatron_pacore.cli import add_infer_arguments, infer_config_from_args
-
-    p = argparse.ArgumentParser()
-    add_infer_arguments(p)
-    base = ["--model", "m", "--input", "i", "--output", "o", "--level", "low"]
-    assert infer_config_from_args(p.parse_args(base)).allow_failed is False
-    assert infer_config_from_args(p.parse_args(base + ["--allow-failed"])).allow_failed is True
+    base = ["infer", "--model", "m", "--input", "i", "--output", "o", "--level", "low"]
+    parser = build_parser()
+    assert config_from_args(InferConfig, parser.parse_args(base)).allow_failed is False
+    assert config_from_args(InferConfig, parser.parse_args(base + ["--allow-failed"])).allow_failed is True
