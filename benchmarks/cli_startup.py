@@ -154,11 +154,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def make_model(directory: str) -> str:
-    try:
-        from megatron_pacore.testing.tiny import make_tiny_model  # type: ignore[import-not-found]
-    except ImportError:
-        sys.path.insert(0, str(ROOT / "tools"))
-        from make_tiny_model import make_tiny_model  # type: ignore[no-redef]
+    from megatron_pacore.testing.tiny import make_tiny_model
+
     return str(make_tiny_model(directory, "qwen3", 0))
 
 

@@ -36,14 +36,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
 
 DTYPES = {"bf16": ("bfloat16", "bf16"), "fp32": ("float32", "fp32")}
 
 
 def write_model_dir(out: Path, dtype: str) -> None:
     """config.json of a Qwen2.5-0.5B-shaped model and the tiny tokenizer (no weights)."""
-    from make_tiny_model import build_tokenizer
+    from megatron_pacore.testing.tiny import build_tokenizer
     from transformers import Qwen2Config
 
     tok = build_tokenizer(out, 0)

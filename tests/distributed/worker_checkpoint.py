@@ -6,7 +6,9 @@ own dist_checkpointing and loaded at TP=1 (logits vs the TP=2 logits); both chec
 exported back to HF and compared tensor by tensor with the original. Then a Qwen3 model is
 asked to load a Qwen2 checkpoint and a Qwen3 checkpoint of another MLP width; a checkpoint
 holding optimizer state besides the model loads; a critic refuses an actor checkpoint (no
-value head) by naming the head. Rank 0 writes the measurements to --result.
+value head) by naming the head. Rank 0 writes the measurements to --result; logit
+differences as `rank_outputs.gather_max` ({"max", "ranks"}: a rank without logits reports
+None, not a number).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from rank_outputs import gather_max
 
 
 def logits_of(ckpt, tp, pp, ids):
@@ -63,14 +66,15 @@ def family_checks(name: str, hf_dir: str, work: Path, res: dict) -> None:
     ids = random_tokens(vocab, 2, 40, seed=1)
     ref = hf_logits(hf_dir, ids)
     model, model_info, tp2 = logits_of(conv, 2, 1, ids)
-    res[f"{name}/converted_tp2_vs_hf"] = max_over_ranks((tp2 - ref).abs().max().item())
+    res[f"{name}/converted_tp2_vs_hf"] = gather_max((tp2 - ref).abs().max().item() if tp2 is not None else None)
     save_model(model, model_info, saved, CheckpointInfo(name, info.padded_vocab_size, info.num_layers, 2, 1, "fp32"),
                hf_dir)
     _, _, pp2 = logits_of(conv, 1, 2, ids)
-    res[f"{name}/converted_pp2_vs_hf"] = max_over_ranks((pp2 - ref).abs().max().item() if pp2 is not None else 0.0)
+    res[f"{name}/converted_pp2_vs_hf"] = gather_max((pp2 - ref).abs().max().item() if pp2 is not None else None)
     _, _, tp1 = logits_of(saved, 1, 1, ids)
-    res[f"{name}/saved_tp2_loaded_tp1_vs_tp2"] = max_over_ranks((tp1 - tp2).abs().max().item())
-    res[f"{name}/saved_tp2_loaded_tp1_vs_hf"] = max_over_ranks((tp1 - ref).abs().max().item())
+    both = tp1 is not None and tp2 is not None
+    res[f"{name}/saved_tp2_loaded_tp1_vs_tp2"] = gather_max((tp1 - tp2).abs().max().item() if both else None)
+    res[f"{name}/saved_tp2_loaded_tp1_vs_hf"] = gather_max((tp1 - ref).abs().max().item() if tp1 is not None else None)
     if rank == 0:
         megatron_to_hf(saved, work / f"export_saved_{name}")
         megatron_to_hf(conv, work / f"export_conv_{name}")

@@ -4,7 +4,8 @@ Per family: log-probs and entropies at temperature 0.7 (TP=2, and PP=2 through t
 schedule) against log_softmax(logits / T) of `transformers`; the gradient that flows back into
 the vocab-parallel logits against autograd on the full logits; critic values (TP=2, PP=2)
 against the head applied to `transformers`' last hidden state, and the gradients of the head
-and of the backbone. Rank 0 writes the measurements to --result.
+and of the backbone. Rank 0 writes the measurements to --result; those only ranks with output
+can make as `rank_outputs.gather_max` ({"max", "ranks"}: a rank without output reports None).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from rank_outputs import gather_max
 
 T = 0.7
 
@@ -56,14 +58,14 @@ def actor_checks(name, hf, ids, logits_ref, res):
         load_hf_weights(model, info, hf, tp, groups.tp_rank)
         model.eval()
         outs = compute_logprobs(model, groups, [MicroBatch(ids)], V, temperature=T, with_entropy=True)
-        lp_diff = ent_diff = 0.0
+        lp_diff = ent_diff = None
         if outs:
             lp, ent = outs[0]
             lp_diff = (lp[:, 1:] - lp_ref).abs().max().item()
             ent_diff = (ent[:, 1:] - ent_ref).abs().max().item()
             assert lp[:, 0].abs().max() == 0
-        res[f"{name}/{layout}/logprob_max_diff"] = maxr(lp_diff)
-        res[f"{name}/{layout}/entropy_max_diff"] = maxr(ent_diff)
+        res[f"{name}/{layout}/logprob_max_diff"] = gather_max(lp_diff)
+        res[f"{name}/{layout}/entropy_max_diff"] = gather_max(ent_diff)
         if layout == "tp2":
             # Gradient into the vocab-parallel logits vs autograd on the full logits.
             pos = torch.arange(ids.shape[1]).expand_as(ids)
@@ -99,14 +101,15 @@ def critic_checks(name, hf, ids, hidden_ref, res):
         load_hf_weights(critic, info, hf, tp, groups.tp_rank)
         critic.eval()
         outs = compute_values(critic, groups, [MicroBatch(ids)])
-        diff, shape_ok = 0.0, True
+        diff = shape_wrong = None
         if outs:
             head = critic.value_head
             expect = token_values((hidden_ref @ head.weight.detach().T + head.bias.detach()))
             diff = (outs[0] - expect).abs().max().item()
             shape_ok = tuple(outs[0].shape) == tuple(ids.shape) and outs[0][:, 0].abs().max() == 0
-        res[f"{name}/critic_{layout}/value_max_diff"] = maxr(diff)
-        res[f"{name}/critic_{layout}/shape_ok"] = bool(maxr(0.0 if shape_ok else 1.0) == 0.0)
+            shape_wrong = 0.0 if shape_ok else 1.0
+        res[f"{name}/critic_{layout}/value_max_diff"] = gather_max(diff)
+        res[f"{name}/critic_{layout}/shape_wrong"] = gather_max(shape_wrong)
         if layout == "tp2":
             critic.train()
             pos = torch.arange(ids.shape[1]).expand_as(ids)

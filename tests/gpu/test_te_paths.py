@@ -45,7 +45,9 @@ def _reference_logits(hf_dir, ids):
 
 
 def _ids(vocab, b=2, s=64, seed=0):
-    return torch.randint(0, vocab, (b, s), generator=torch.Generator().manual_seed(seed))
+    from megatron_pacore.training.verify import random_tokens
+
+    return random_tokens(vocab, b, s, seed)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
