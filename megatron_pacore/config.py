@@ -82,6 +82,11 @@ class GenerationOptions:
         check_one_of("reference_order", self.reference_order, ORDERS)
         check_at_least("max_message_tokens", self.max_message_tokens, 1)
 
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The arguments of `inference.factory.make_generator` / `open_generator`."""
+        return {"model": self.model, "vllm_args": self.vllm_args or None,
+                "served_model_name": self.server.served_model_name, "stream": self.server.stream}
+
 
 @dataclass(kw_only=True)
 class InferConfig:

@@ -41,7 +41,7 @@ async def run_infer(cfg: InferConfig, generator: Optional[ModelGenerator] = None
 
     owned = generator is None
     if generator is None:
-        generator = await open_generator(cfg.generation)
+        generator = await open_generator(**cfg.generation.engine_kwargs())
     try:
         tokens = 0
         start = time.perf_counter()

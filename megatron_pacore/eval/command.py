@@ -68,7 +68,7 @@ class LazyGenerator:
                 from megatron_pacore.inference.factory import open_generator
 
                 try:
-                    engine = await open_generator(self.cfg.generation)
+                    engine = await open_generator(**self.cfg.generation.engine_kwargs())
                 except Exception as e:
                     self.failed = e
                     raise

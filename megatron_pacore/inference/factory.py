@@ -1,12 +1,13 @@
-"""`--model DIR_OR_URL` (config.GenerationOptions) to a ModelGenerator."""
+"""`--model DIR_OR_URL` (config.GenerationOptions.engine_kwargs()) to a ModelGenerator.
+
+This package does not import config/ (config's checks import the method, pacore/, whose
+runner imports this package's Generator protocol): the caller passes the options' values.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from megatron_pacore.inference.base import ModelGenerator
-
-if TYPE_CHECKING:
-    from megatron_pacore.config import GenerationOptions
 
 
 def is_url(model: str) -> bool:
@@ -36,11 +37,10 @@ def make_generator(
     return VLLMGenerator(model, engine_args=vllm_args, chat_template_kwargs=chat_template_kwargs)
 
 
-async def open_generator(options: "GenerationOptions") -> ModelGenerator:
-    """`make_generator` from the options, then its reachability check (closed again if the
-    check fails)."""
-    generator = make_generator(options.model, options.vllm_args or None, options.server.served_model_name,
-                               options.server.stream)
+async def open_generator(**kwargs: Any) -> ModelGenerator:
+    """`make_generator(**kwargs)`, then its reachability check (closed again if the check
+    fails). kwargs: `GenerationOptions.engine_kwargs()`."""
+    generator = make_generator(**kwargs)
     try:
         await generator.check()
     except BaseException:

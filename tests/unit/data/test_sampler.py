@@ -8,7 +8,7 @@ import pytest
 from megatron_pacore.data.train_records import TrainRecord
 from megatron_pacore.pacore.ordering import reference_order
 from megatron_pacore.pacore.prompts import render_synthesis_prompt, round_messages
-from megatron_pacore.pacore.sampler import MessageSampler, SamplerConfig, SamplerState
+from megatron_pacore.data.sampler import MessageSampler, SamplerConfig, SamplerState
 
 
 def records(n=20, pool=24):
