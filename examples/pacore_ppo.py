@@ -15,8 +15,6 @@ import sys
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="YAML file of a TrainConfig (examples/configs/*.yaml)")
-    ap.add_argument("--prepare", action="store_true",
-                    help="first make what the config's demo lacks (tiny model, toy data, pools), then train")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sampler.num_problems=8")
     args = ap.parse_args(argv)
 
