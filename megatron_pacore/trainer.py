@@ -93,7 +93,12 @@ class Trainer:
         from megatron_pacore.training.optimizer import make_trainable
         from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
 
+        from megatron_pacore.data.train_records import read_train_records
+
         self.cfg = cfg
+        # Every stage's data is read and checked before any model is built: a bad row is an
+        # error naming file, line and field within seconds, not after the engine started.
+        self._records = {i: read_train_records(s.data) for i, s in enumerate(cfg.stages)}
         set_seed(cfg.seed, cfg.deterministic)
         device = cfg.parallel.resolved_device()
         self.groups = initialize_parallel(ParallelConfig(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp,
@@ -138,17 +143,16 @@ class Trainer:
 
     def _sampler(self, stage_index: int):
         """The stage's sampler, built (and its data read and checked) at first use."""
-        from megatron_pacore.data.train_records import read_train_records
         from megatron_pacore.pacore.sampler import MessageSampler
 
         if stage_index not in self._samplers:
             stage = self.cfg.stages[stage_index]
-            records = read_train_records(stage.data)
+            records = self._records[stage_index]
             sampler = MessageSampler(records, replace(self.cfg.sampler, seed=self.cfg.sampler.seed + stage_index))
             if stage.name in self._sampler_states:
                 sampler.load_state_dict(self._sampler_states[stage.name])
             self._samplers[stage_index] = sampler
-            if self.rank == 0 and stage_index > 0 or (stage_index == 0 and self.iteration > 0):
+            if self.rank == 0:
                 print(f"curriculum: stage {stage.name} ({len(records)} problems from {stage.data}) "
                       f"from iteration {self.iteration + 1}", flush=True)
         return self._samplers[stage_index]
