@@ -175,7 +175,19 @@ def load_config(cls: Type[T], yaml_path: Optional[str] = None, overrides: Sequen
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ValueError(f"overrides must be dotted KEY=VALUE (e.g. generation.sampling.seed=0), got {bad[0]!r}")
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+            # A key with a list index (`stages.0.iterations=4`) cannot be merged as a dotlist
+            # (it would become a dict keyed "0"): those go through OmegaConf.update, the rest
+            # are merged as a dotlist (which also fills required nested configs).
+            indexed = [o for o in overrides if any(p.strip().isdigit() for p in o.partition("=")[0].split("."))]
+            plain = [o for o in overrides if o not in indexed]
+            if plain:
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(plain))
+            if indexed:
+                OmegaConf.set_readonly(merged, False)  # frozen dataclasses are read-only nodes
+                for o in indexed:
+                    key, _, text = o.partition("=")
+                    value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+                    OmegaConf.update(merged, key.strip(), value, merge=True)
         tree = OmegaConf.to_container(merged, resolve=True, throw_on_missing=False)
     except OmegaConfBaseException as e:
         raise ValueError(f"bad config for {cls.__name__}: {e}") from None

@@ -35,6 +35,9 @@ class MicroBatch:
     attention_mask: [b, 1, s, s] bool, True = masked out; None = causal (the usual case).
     labels:         [b, s] int64 next tokens (labels[:, t] = input_ids[:, t+1]); None = derived.
     extra:          anything the collect callback needs (response masks, ...).
+    packed_seq_params: Megatron PackedSeqParams (THD packed attention on the Transformer
+                    Engine spec: b = 1, sequences delimited by cu_seqlens); None = unpacked
+                    or, on CPU, packed through a block-diagonal attention_mask.
     """
 
     input_ids: torch.Tensor
@@ -42,6 +45,7 @@ class MicroBatch:
     attention_mask: Optional[torch.Tensor] = None
     labels: Optional[torch.Tensor] = None
     extra: Any = None
+    packed_seq_params: Any = None
 
     def positions(self) -> torch.Tensor:
         if self.position_ids is not None:
@@ -134,9 +138,19 @@ def _local(mb: MicroBatch, groups: ParallelGroups) -> MicroBatch:
         return mb
     if mb.attention_mask is not None:
         raise ValueError("explicit attention masks are not supported with parallel.cp > 1")
+    if mb.packed_seq_params is not None:
+        raise ValueError("packed (THD) micro-batches are not supported with parallel.cp > 1: "
+                         "give one (padded) sequence per micro-batch")
     r = groups.cp_rank
     return replace(mb, input_ids=cp_split(mb.input_ids, cp, r), position_ids=cp_split(mb.positions(), cp, r),
                    labels=cp_split(mb.next_tokens(), cp, r))
+
+
+def model_forward(stage_model, mb: MicroBatch, device) -> torch.Tensor:
+    """One stage's forward on a micro-batch (packed THD parameters passed when present)."""
+    mask = None if mb.attention_mask is None else mb.attention_mask.to(device)
+    kwargs = {} if mb.packed_seq_params is None else {"packed_seq_params": mb.packed_seq_params}
+    return stage_model(mb.input_ids.to(device), mb.positions().to(device), mask, **kwargs)
 
 
 def forward_only(model, groups: ParallelGroups, batches: list[MicroBatch],
@@ -161,11 +175,7 @@ def forward_only(model, groups: ParallelGroups, batches: list[MicroBatch],
     def step(data_iterator, stage_model):
         mb = next(data_iterator)
         device = groups.device
-        output = stage_model(
-            mb.input_ids.to(device),
-            mb.positions().to(device),
-            None if mb.attention_mask is None else mb.attention_mask.to(device),
-        )
+        output = model_forward(stage_model, mb, device)
 
         def loss_func(out, non_loss_data=False):
             return collect(out, mb)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from megatron_pacore.training.forward import MicroBatch, check_batches, cp_split
+from megatron_pacore.training.forward import MicroBatch, check_batches, cp_split, model_forward
 from megatron_pacore.training.optimizer import Trainable
 
 
@@ -55,8 +55,9 @@ def _local_inputs(mb: MicroBatch, tensors: dict[str, torch.Tensor], cp: int, cp_
     shifted = {k: to_label_positions(v) for k, v in tensors.items()}
     if cp == 1:
         return mb, LossInputs(labels=labels, tensors=shifted)
-    if mb.attention_mask is not None:
-        raise ValueError("explicit attention masks (packing on CPU) are not supported with parallel.cp > 1")
+    if mb.attention_mask is not None or mb.packed_seq_params is not None:
+        raise ValueError("packed micro-batches are not supported with parallel.cp > 1: "
+                         "give one (padded) sequence per micro-batch")
     local = MicroBatch(input_ids=cp_split(mb.input_ids, cp, cp_rank),
                        position_ids=cp_split(mb.positions(), cp, cp_rank))
     return local, LossInputs(labels=cp_split(labels, cp, cp_rank),
@@ -93,8 +94,7 @@ def train_step(trainable: Trainable, batches: list[MicroBatch], loss_fn: LossFn,
 
     def step(data_iterator, stage_model):
         mb, inputs = next(data_iterator)
-        mask = None if mb.attention_mask is None else mb.attention_mask.to(device)
-        output = stage_model(mb.input_ids.to(device), mb.positions().to(device), mask)
+        output = model_forward(stage_model, mb, device)
         inputs = LossInputs(labels=inputs.labels.to(device),
                             tensors={k: v.to(device) for k, v in inputs.tensors.items()})
 
