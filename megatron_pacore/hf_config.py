@@ -110,3 +110,24 @@ def dims_of(hf_config: Any, padded_vocab: int) -> Dims:
         vocab_size=hf_config.vocab_size,
         padded_vocab_size=padded_vocab,
     )
+
+
+def apply_hf_overrides(hf_config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set `overrides` on a Hugging Face config in place (a dict value is merged into a dict
+    attribute, so `{"rope_parameters": {"rope_type": "yarn", ...}}` keeps the checkpoint's
+    rope_theta) and return the merged values, for vLLM's `hf_overrides` (the engine and the
+    trainer then build the same model, e.g. YaRN-extended to 131072 tokens).
+
+    Raises:
+        ValueError: a key the config does not have (a misspelt override would be ignored).
+    """
+    merged: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if not hasattr(hf_config, key):
+            raise ValueError(f"model.hf_overrides: the Hugging Face config has no field {key!r}")
+        old = getattr(hf_config, key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            value = {**old, **value}
+        setattr(hf_config, key, value)
+        merged[key] = value
+    return merged

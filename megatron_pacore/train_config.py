@@ -58,6 +58,10 @@ class ModelConfig:
     """TE FP8 recipe: delayed, tensorwise, mxfp8 or blockwise."""
     critic_head_seed: int = 0
     """Seed of the critic's value-head initialisation."""
+    hf_overrides: dict[str, Any] = field(default_factory=dict)
+    """Fields set on the Hugging Face config for Megatron AND vLLM, e.g. YaRN:
+    {rope_parameters: {rope_type: yarn, factor: 4.0, original_max_position_embeddings: 32768},
+    max_position_embeddings: 131072}."""
 
     def __post_init__(self) -> None:
         if not self.path:

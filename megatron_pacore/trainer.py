@@ -86,6 +86,7 @@ class Trainer:
 
         from megatron_pacore.checkpoint.hf_io import load_hf_config
         from megatron_pacore.checkpoint.loader import load_hf_weights
+        from megatron_pacore.hf_config import apply_hf_overrides
         from megatron_pacore.inference.rollout import ColocatedVLLM
         from megatron_pacore.inference.rollout_types import RolloutEngineConfig
         from megatron_pacore.training.critic import build_critic
@@ -107,6 +108,7 @@ class Trainer:
         self.world = dist.get_world_size()
         path = cfg.model.path
         self.hf_config = load_hf_config(path)
+        overrides = apply_hf_overrides(self.hf_config, cfg.model.hf_overrides)
         opts = cfg.model.options()
         tp, tp_rank = cfg.parallel.tp, self.groups.tp_rank
         actor, self.actor_info = build_actor(self.hf_config, self.groups, opts)
@@ -120,10 +122,13 @@ class Trainer:
         self.vocab_size = self.hf_config.vocab_size
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         r = cfg.rollout
+        engine_args = dict(r.engine_args)
+        if overrides:
+            engine_args["hf_overrides"] = {**engine_args.get("hf_overrides", {}), **overrides}
         self.engine = ColocatedVLLM(
             RolloutEngineConfig(model=path, tensor_parallel_size=tp, dtype=r.dtype, max_model_len=r.max_model_len,
                                 gpu_memory_utilization=r.gpu_memory_utilization,
-                                enable_sleep_mode=r.enable_sleep_mode, seed=cfg.seed, engine_args=r.engine_args),
+                                enable_sleep_mode=r.enable_sleep_mode, seed=cfg.seed, engine_args=engine_args),
             r.weight_sync)
         self.replicas = self.world // tp
         self.reward = TrainingReward(cfg.reward)

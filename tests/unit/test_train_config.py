@@ -56,3 +56,35 @@ def test_a_curriculum_is_required(tmp_path):
     p.write_text("model: {path: /ckpt}\n")
     with pytest.raises(ValueError, match="stages"):
         load_config(TrainConfig, str(p))
+
+
+def test_hf_overrides_merge_into_the_rope_dict_and_refuse_unknown_fields():
+    from transformers import Qwen3Config
+
+    from megatron_pacore.hf_config import apply_hf_overrides
+
+    hf = Qwen3Config(rope_theta=1e6, max_position_embeddings=32768)
+    base = dict(hf.rope_parameters)
+    merged = apply_hf_overrides(hf, {"rope_parameters": {"rope_type": "yarn", "factor": 4.0,
+                                                         "original_max_position_embeddings": 32768},
+                                     "max_position_embeddings": 131072})
+    assert hf.rope_parameters["rope_type"] == "yarn" and hf.rope_parameters["rope_theta"] == base["rope_theta"]
+    assert merged["rope_parameters"] == hf.rope_parameters and hf.max_position_embeddings == 131072
+    with pytest.raises(ValueError, match="no field 'rope_scailng'"):
+        apply_hf_overrides(hf, {"rope_scailng": {}})
+
+
+@pytest.mark.parametrize("name,stage,iterations", [("qwen3_8b_stage1", "stage1", 250), ("qwen3_8b_stage2", "stage2", 450)])
+def test_paper_configs_carry_the_paper_settings(name, stage, iterations):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "configs" / f"{name}.yaml"
+    cfg = load_config(TrainConfig, str(path))
+    assert [(s.name, s.iterations) for s in cfg.stages] == [(stage, iterations)]
+    s = cfg.sampler
+    assert (s.num_problems, s.min_messages, s.max_messages, s.samples_per_problem, s.temperature) == (16, 16, 24, 64, 1.0)
+    assert (cfg.ppo.gamma, cfg.ppo.gae_lambda, cfg.ppo.kl_coef, cfg.ppo.entropy_coef) == (1.0, 1.0, 0.0, 0.0)
+    assert (cfg.actor_optimizer.lr, cfg.critic_optimizer.lr) == (2e-6, 5e-6)
+    assert cfg.rollout.max_model_len == 131072 and cfg.model.hf_overrides["rope_parameters"]["rope_type"] == "yarn"
+    assert cfg.parallel.tp * cfg.parallel.pp * cfg.parallel.cp == 8  # one 8-GPU node per model replica
+    assert cfg.ppo_epochs == 1  # strict on-policy
