@@ -78,6 +78,37 @@ def rollout_seed(seed: int, iteration: int) -> int:
     return (seed * 1_000_003 + iteration * 7_919) % (2**31 - 1)
 
 
+def chat_token_ids(tokenizer, messages) -> list[int]:
+    """A chat as the engine's prompt: the tokenizer's chat template with the generation prompt."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def rollout(engine, tokenizer, prompts, sampling: SamplingSettings, n: int, tp: int):
+    """Phase 2: render each synthesis prompt's chat, sample n responses of each.
+
+    Each engine replica (world / tp of them, vLLM's external-launcher data parallelism)
+    generates its share of the prompts and the samples are all-gathered, so every rank returns
+    all of them, prompt-major (prompt i, sample j at i * n + j).
+    Returns: (prompt token ids per prompt, samples).
+    """
+    prompt_ids = [chat_token_ids(tokenizer, p.messages) for p in prompts]
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    replicas = world // tp
+    if replicas == 1:
+        return prompt_ids, engine.generate(prompt_ids, sampling, n=n)
+    rank = dist.get_rank()
+    replica = rank // tp
+    mine = list(range(replica, len(prompt_ids), replicas))
+    seed = None if sampling.seed is None else sampling.seed + replica
+    local = engine.generate([prompt_ids[i] for i in mine], replace(sampling, seed=seed), n=n)
+    local = [replace(s, prompt_index=mine[s.prompt_index]) for s in local]
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, local if rank % tp == 0 else [])
+    samples = [s for part in gathered for s in part]
+    return prompt_ids, sorted(samples, key=lambda s: (s.prompt_index, s.sample_index))
+
+
 class Trainer:
     """Builds everything from a TrainConfig (module doc) and runs `fit`."""
 
@@ -130,7 +161,6 @@ class Trainer:
                                 gpu_memory_utilization=r.gpu_memory_utilization,
                                 enable_sleep_mode=r.enable_sleep_mode, seed=cfg.seed, engine_args=engine_args),
             r.weight_sync)
-        self.replicas = self.world // tp
         self.reward = TrainingReward(cfg.reward)
         self.iteration = 0
         self._samplers: dict[int, Any] = {}
@@ -162,28 +192,13 @@ class Trainer:
                       f"from iteration {self.iteration + 1}", flush=True)
         return self._samplers[stage_index]
 
-    def _chat_ids(self, messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    # -- phases ------------------------------------------------------------------------
-
-    def _generate(self, prompt_ids: list[list[int]], n: int, seed: int):
-        """Phase 2: each engine replica samples its share; every rank gets all samples,
-        prompt-major (prompt i, sample j at i * n + j)."""
+    def _generate(self, prompts, seed: int):
+        """Phase 2 (see `rollout`)."""
         cfg = self.cfg
         sampling = SamplingSettings(max_tokens=cfg.rollout.max_tokens, temperature=cfg.sampler.temperature,
                                     top_p=cfg.rollout.top_p, seed=seed)
-        if self.replicas == 1:
-            return self.engine.generate(prompt_ids, sampling, n=n)
-        replica = self.rank // cfg.parallel.tp
-        mine = list(range(replica, len(prompt_ids), self.replicas))
-        local = self.engine.generate([prompt_ids[i] for i in mine], replace(sampling, seed=seed + replica), n=n)
-        local = [replace(s, prompt_index=mine[s.prompt_index]) for s in local]
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, local if self.rank % cfg.parallel.tp == 0 else [])
-        samples = [s for part in gathered for s in part]
-        return sorted(samples, key=lambda s: (s.prompt_index, s.sample_index))
+        return rollout(self.engine, self.tokenizer, prompts, sampling, cfg.sampler.samples_per_problem,
+                       tp=cfg.parallel.tp)
 
     def step(self) -> dict[str, float]:
         """One PPO iteration (module doc); returns its metrics."""
@@ -201,13 +216,12 @@ class Trainer:
         # 1. sample problems and messages
         with timer("sample"):
             prompts = self._sampler(stage_index).next_batch()
-            prompt_ids = [self._chat_ids(p.messages) for p in prompts]
         n = cfg.sampler.samples_per_problem
 
         # 2. rollout
         with timer("rollout"):
             self.engine.wake()
-            samples = self._generate(prompt_ids, n, rollout_seed(cfg.seed, it))
+            prompt_ids, samples = self._generate(prompts, rollout_seed(cfg.seed, it))
             self.engine.sleep()
 
         # 3. reward (graded in the background while phase 4 runs)

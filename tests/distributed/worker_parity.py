@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--models", required=True, help="JSON {family: hf_dir}")
     args = p.parse_args()
     from megatron_pacore.training.forward import MicroBatch
-    from megatron_pacore.training.verify import hf_logits
+    from megatron_pacore.checkpoint.verify import hf_logits
 
     models = json.loads(args.models)
     gen = torch.Generator().manual_seed(0)

@@ -45,7 +45,7 @@ def _reference_logits(hf_dir, ids):
 
 
 def _ids(vocab, b=2, s=64, seed=0):
-    from megatron_pacore.training.verify import random_tokens
+    from megatron_pacore.checkpoint.verify import random_tokens
 
     return random_tokens(vocab, b, s, seed)
 
