@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
