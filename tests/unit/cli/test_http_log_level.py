@@ -10,10 +10,12 @@ def test_http_request_lines_go_to_debug(caplog, capsys):
     for name in ("httpx", "httpx2"):
         caplog.clear()
         caplog.set_level(logging.INFO)
+        caplog.set_level(logging.INFO, logger=name)  # other tests' imports may have set its level
         logging.getLogger(name).info('HTTP Request: POST http://h/v1/chat/completions "HTTP/1.1 200 OK"')
         logging.getLogger(name).warning("kept")
         assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING", "kept")]
         caplog.clear()
         caplog.set_level(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger=name)
         logging.getLogger(name).info("HTTP Request: GET http://h/v1/models")
         assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("DEBUG", "HTTP Request: GET http://h/v1/models")]
