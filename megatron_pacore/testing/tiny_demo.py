@@ -160,7 +160,7 @@ def stage1_records(pool: Path, out: Path, lo: float, hi: float) -> dict[str, Any
     return {"problems": len(records), "kept": len(kept)}
 
 
-async def build_demo_pool(cfg: TinyDemoConfig, paths: TinyDemoPaths) -> dict[str, Any]:
+async def build_demo_pool(cfg: TinyDemoConfig, paths: TinyDemoPaths, generator: Any = None) -> dict[str, Any]:
     from megatron_pacore.pacore.pool_job import PoolJobConfig, run_pool_job
 
     job = PoolJobConfig(
@@ -168,15 +168,19 @@ async def build_demo_pool(cfg: TinyDemoConfig, paths: TinyDemoPaths) -> dict[str
         num_messages=cfg.num_messages, max_tokens=cfg.max_tokens, temperature=1.0, seed=cfg.pool_seed,
         vllm_args=dict(cfg.vllm_args), grade_workers=2,
     )
-    stats = await run_pool_job(job)
+    stats = await run_pool_job(job, generator)
     if stats.failed_problems:
         raise RuntimeError(f"{stats.failed_problems} pool problems failed to generate; rerun to retry them")
     return stats.summary()
 
 
-def prepare_tiny_demo(cfg: TinyDemoConfig = TinyDemoConfig(),
-                      progress: Callable[[str], None] = log.info) -> TinyDemoPaths:
-    """Make whatever of the demo's data is missing or stale (module doc); returns the paths."""
+def prepare_tiny_demo(cfg: TinyDemoConfig = TinyDemoConfig(), progress: Callable[[str], None] = log.info,
+                      generator: Any = None) -> TinyDemoPaths:
+    """Make whatever of the demo's data is missing or stale (module doc); returns the paths.
+
+    `generator`: a Generator to build the pools with instead of an in-process vLLM engine
+    over the policy (tests); the caller keeps it.
+    """
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     paths = demo_paths(cfg.cache_dir)
     manifest = _Manifest(paths.manifest)
@@ -212,7 +216,7 @@ def prepare_tiny_demo(cfg: TinyDemoConfig = TinyDemoConfig(),
             p.unlink()
         t = time.perf_counter()
         progress(f"message pools ({cfg.num_messages} per problem) -> {paths.pool}")
-        summary = asyncio.run(build_demo_pool(cfg, paths))
+        summary = asyncio.run(build_demo_pool(cfg, paths, generator))
         manifest.record("pool", d_pool, {**summary, "wall_seconds": round(time.perf_counter() - t, 1)})
 
     d_stage = _digest({"pool": d_pool, "lo": cfg.stage1_min_accuracy, "hi": cfg.stage1_max_accuracy})
@@ -224,17 +228,44 @@ def prepare_tiny_demo(cfg: TinyDemoConfig = TinyDemoConfig(),
     return paths
 
 
+async def evaluate_policies(paths: TinyDemoPaths, cfg: TinyDemoConfig, width: int = 8) -> dict[str, Any]:
+    """Accuracy of the random base model and of the warm-started policy on the held-out (and
+    train) toy problems through an in-process vLLM engine at temperature 1.0: `single` (one
+    sample per plain problem) and `synthesis` (the answer of a synthesis prompt over `width`
+    of the policy's own messages), as `pacore infer --widths W` runs them."""
+    from megatron_pacore.data.io import read_problems
+    from megatron_pacore.inference.vllm_engine import VLLMGenerator
+    from megatron_pacore.testing.toy_eval import toy_accuracy
+
+    out: dict[str, Any] = {}
+    for name, model in (("base", paths.base_model), ("policy", paths.policy)):
+        generator = VLLMGenerator(str(model), dict(cfg.vllm_args))
+        try:
+            for split, path in (("heldout", paths.heldout_problems), ("train", paths.train_problems)):
+                scores = await toy_accuracy(generator, read_problems(path), width=width, seed=1,
+                                            max_tokens=cfg.max_tokens)
+                out[f"{name}/{split}"] = asdict(scores)
+        finally:
+            await generator.close()
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(description="Prepare the CPU training demo's model, toy task, policy and pools")
     p.add_argument("--cache-dir", default=TinyDemoConfig.cache_dir)
+    p.add_argument("--evaluate", action="store_true",
+                   help="then print the base and warm-started policies' toy accuracy (vLLM, temperature 1.0)")
     args = p.parse_args(argv)
+    cfg = TinyDemoConfig(cache_dir=args.cache_dir)
     try:
-        paths = prepare_tiny_demo(TinyDemoConfig(cache_dir=args.cache_dir))
+        paths = prepare_tiny_demo(cfg)
     except ValueError as e:
         print(f"tiny_demo: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: str(v) for k, v in asdict(paths).items()}))
+    if args.evaluate:
+        print(json.dumps(asyncio.run(evaluate_policies(paths, cfg)), indent=1))
     return 0
 
 

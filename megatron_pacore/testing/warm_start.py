@@ -29,7 +29,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 from megatron_pacore.pacore.prompts import render_synthesis_prompt
 from megatron_pacore.testing.toy_task import ToyTask, make_problems
@@ -167,10 +167,11 @@ def _batch(encoded: list[tuple[list[int], int]], pad_id: int):
     return input_ids, mask, labels
 
 
-def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfig = WarmStartConfig()) -> dict[str, Any]:
+def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfig = WarmStartConfig(),
+               on_step: Optional[Callable[[int, Any, Any], None]] = None) -> dict[str, Any]:
     """Fine-tune the checkpoint `base` into `out` (a Hugging Face directory with tokenizer);
     returns a summary (steps, seconds, first and last losses) also written to
-    `out/warm_start.json`."""
+    `out/warm_start.json`. `on_step(step, model, tokenizer)` runs after each step."""
     import math
 
     import torch
@@ -218,6 +219,8 @@ def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfi
         optimizer.step()
         losses.append(loss.item())
         tokens += int(mask.sum())
+        if on_step is not None:
+            on_step(step + 1, model, tokenizer)
         if step % 25 == 0 or step == cfg.steps - 1:
             log.info("warm start step %d/%d loss %.3f", step + 1, cfg.steps, losses[-1])
     out = Path(out)
