@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 from megatron_pacore.data.io import JsonlWriter, iter_jsonl, problem_from_row
 from megatron_pacore.data.train_records import TrainRecord, read_train_records, record_to_row, write_train_records
 from megatron_pacore.inference.base import Generator
-from megatron_pacore.pacore.compaction import compact
+from megatron_pacore.pacore.compaction import THINK_END, compact
 from megatron_pacore.pacore.runner import derived_seed, sample_with_retries
 from megatron_pacore.types import GenerationRequest, Problem, SamplingSettings
 
@@ -126,38 +126,51 @@ class PoolStats:
 
 
 class PoolGrader:
-    """Grades the messages of one problem with the existing graders: math by math-verify
-    (`MathGrader`), code by the sandboxed tests (`CodeGrader`; a message is correct only when
-    every test passes, the paper's binary reward). Graders start on first use.
+    """Grades the responses of one problem with the existing graders: math by math-verify
+    (`MathGrader`), code by the sandboxed tests (`CodeGrader`; a response is correct only
+    when every test passes, the paper's binary reward). Graders start on first use.
 
-    Strict mode: once `score_math(..., strict=True)` / `MathGrader(strict=True)` exist, this
-    is the one place to pass it (the training reward reads only the last boxed answer after
-    `</think>`; messages here are already the text after it).
+    `strict` (default, as the training reward): a response that never closed its thinking or
+    was cut by the token limit is wrong; otherwise its compacted message is graded. Once the
+    strict math grader lands (`MathGrader(..., strict=True).grade(responses, references,
+    finish_reasons)`), `_grade_math` is the one place to hand it the whole responses instead.
     """
 
-    def __init__(self, workers: Optional[int] = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, workers: Optional[int] = None, timeout_s: float = 10.0, strict: bool = True) -> None:
         self.workers = workers
         self.timeout_s = timeout_s
+        self.strict = strict
         self._math: Any = None
         self._code: Any = None
 
-    def grade(self, domain: str, messages: Sequence[str], answer: Optional[str],
-              tests: Optional[list[dict]]) -> list[bool]:
-        """One verdict per message (a compacted response)."""
-        texts = list(messages)
-        if domain == "code":
-            if self._code is None:
-                from megatron_pacore.rewards.code import CodeGrader
+    def _eligible(self, response: str, finish_reason: Optional[str]) -> bool:
+        return not self.strict or (finish_reason != "length" and THINK_END in response)
 
-                self._code = CodeGrader(self.workers)
-            results = self._code.grade_many([(t, tests or []) for t in texts])
-            return [r.pass_rate == 1.0 for r in results]
+    def _grade_math(self, messages: list[str], answer: str) -> list[bool]:
         if self._math is None:
             from megatron_pacore.rewards.math import MathGrader
 
             self._math = MathGrader(self.workers, self.timeout_s)
-        verdicts = self._math.grade(texts, [answer or ""] * len(texts))
-        return [v.score == 1.0 for v in verdicts]
+        return [v.score == 1.0 for v in self._math.grade(messages, [answer] * len(messages))]
+
+    def _grade_code(self, messages: list[str], tests: list[dict]) -> list[bool]:
+        if self._code is None:
+            from megatron_pacore.rewards.code import CodeGrader
+
+            self._code = CodeGrader(self.workers)
+        return [r.pass_rate == 1.0 for r in self._code.grade_many([(m, tests) for m in messages])]
+
+    def grade(self, domain: str, responses: Sequence[str], finish_reasons: Sequence[Optional[str]],
+              answer: Optional[str], tests: Optional[list[dict]]) -> list[bool]:
+        """One verdict per response (whole trajectory; its compacted message is graded)."""
+        eligible = [i for i, (r, f) in enumerate(zip(responses, finish_reasons)) if self._eligible(r, f)]
+        messages = [compact(responses[i]) for i in eligible]
+        verdicts = [False] * len(responses)
+        if messages:
+            graded = self._grade_code(messages, tests or []) if domain == "code" else self._grade_math(messages, answer or "")
+            for i, ok in zip(eligible, graded):
+                verdicts[i] = ok
+        return verdicts
 
     def close(self) -> None:
         for g in (self._math, self._code):
@@ -166,7 +179,7 @@ class PoolGrader:
         self._math = self._code = None
 
 
-GradeFn = Callable[[str, Sequence[str], Optional[str], Optional[list[dict]]], list[bool]]
+GradeFn = Callable[[str, Sequence[str], Sequence[Optional[str]], Optional[str], Optional[list[dict]]], list[bool]]
 
 # Row fields that are the record's own (never copied into its metadata).
 _RECORD_FIELDS = ("id", "conversation", "messages", "responses", "ground_truth", "answer", "problem",
@@ -246,7 +259,8 @@ async def build_pool(
 
     A sample that fails every retry is left out of the pool (it has no text); a problem whose
     samples all fail is not written (counted in `failed_problems`, retried by a rerun).
-    `grade(domain, messages, answer, tests) -> [bool]` defaults to a `PoolGrader`;
+    `grade(domain, responses, finish_reasons, answer, tests) -> [bool]` defaults to a
+    `PoolGrader`;
     `on_problem(record, completion_tokens)` is called after each write (progress bars).
     """
     stats = PoolStats()
@@ -267,18 +281,20 @@ async def build_pool(
         request = GenerationRequest(f"{problem.id}/pool", problem.messages, cfg.num_messages, sampling)
         samples = await sample_with_retries(generator, request, slots, cfg.max_retries, cfg.retry_backoff_s)
         tokens = sum(c.completion_tokens for c, _ in samples)
-        responses = [c.text for c, _ in samples if c.ok]
-        failed = len(samples) - len(responses)
+        kept = [c for c, _ in samples if c.ok]
+        responses = [c.text for c in kept]
+        failed = len(samples) - len(kept)
         if not responses:
             errors = sorted({c.error or "" for c, _ in samples})
             log.warning("%s: all %d samples failed (%s); not written", problem.id, len(samples), "; ".join(errors))
             return None, tokens, failed
         domain = domain_of(problem)
-        messages = [compact(t) for t in responses]
+        finish = [c.finish_reason for c in kept]
         async with grade_lock:
-            correct = await asyncio.to_thread(grade, domain, messages, problem.answer, problem.metadata.get("tests"))
-        if len(correct) != len(messages):
-            raise RuntimeError(f"{problem.id}: grader returned {len(correct)} verdicts for {len(messages)} messages")
+            correct = await asyncio.to_thread(grade, domain, responses, finish, problem.answer,
+                                              problem.metadata.get("tests"))
+        if len(correct) != len(responses):
+            raise RuntimeError(f"{problem.id}: grader returned {len(correct)} verdicts for {len(responses)} responses")
         return pool_record(problem, responses, [bool(c) for c in correct], domain), tokens, failed
 
     tasks = [asyncio.create_task(one(p)) for p in todo]

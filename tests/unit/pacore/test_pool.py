@@ -146,8 +146,8 @@ def test_failed_samples_are_left_out_and_an_all_failed_problem_is_not_written(pr
 def test_code_problems_are_graded_by_their_tests(tmp_path, grader):
     tests = [{"input": "2 3\n", "output": "5\n"}, {"input": "10 -4\n", "output": "6\n"}]
     path = write_rows(tmp_path / "code.jsonl", [{"id": "add", "problem": "Read a b, print a+b.", "tests": tests}])
-    good = "</think>\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
-    bad = "</think>\n```python\na, b = map(int, input().split())\nprint(a - b)\n```"
+    good = "<think>sum</think>\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    bad = "<think>diff</think>\n```python\na, b = map(int, input().split())\nprint(a - b)\n```"
     gen = ScriptedGenerator(lambda r, i, c: good if i == 0 else bad)
     out = tmp_path / "pool.jsonl"
     asyncio.run(build_pool(read_pool_problems(path), gen, out, PoolBuildConfig(num_messages=2), grade=grader.grade))
@@ -180,3 +180,15 @@ def test_a_resumed_job_with_other_settings_is_refused(tmp_path, problems_file):
     other = PoolJobConfig(model="m", problems=str(problems_file), out=str(tmp_path), temperature=0.6)
     with pytest.raises(ValueError, match="temperature: 1.0 there, 0.6 here"):
         check_config_file(other)
+
+
+def test_strict_grading_fails_unclosed_thinking_and_truncated_responses(grader):
+    responses = ["<think>3 + 3</think>\n\\boxed{6}", "\\boxed{6}", "<think>x</think>\n\\boxed{6}",
+                 "<think>\\boxed{6}</think>\nso 7"]
+    finish = ["stop", "stop", "length", "stop"]
+    assert grader.grade("math", responses, finish, "6", None) == [True, False, False, False]
+    lenient = PoolGrader(workers=1, strict=False)
+    try:
+        assert lenient.grade("math", responses, finish, "6", None) == [True, True, True, False]
+    finally:
+        lenient.close()
