@@ -192,3 +192,15 @@ def test_strict_grading_fails_unclosed_thinking_and_truncated_responses(grader):
         assert lenient.grade("math", responses, finish, "6", None) == [True, True, True, False]
     finally:
         lenient.close()
+
+
+def test_the_tool_merges_shards_and_reports_bad_input_with_exit_code_2(problems_file, tmp_path, grader, capsys):
+    from build_curriculum import main
+
+    for i in range(2):
+        build(problems_file, pool_path(tmp_path, (i, 2)), grader, PoolBuildConfig(num_messages=2, shard=(i, 2)))
+    assert main(["merge", "--out", str(tmp_path), "--problems", str(problems_file)]) == 0
+    assert len(read_train_records(tmp_path / "pool.jsonl")) == 8
+    assert main(["pool", "--model", "m", "--problems", str(problems_file), "--out", str(tmp_path),
+                 "--shard", "2/2"]) == 2
+    assert "shard must be 'i/N'" in capsys.readouterr().err
