@@ -105,7 +105,7 @@ def make_examples(task: ToyTask, cfg: WarmStartConfig, kind: str, count: int) ->
     """`count` (chat, target response) pairs of `kind` ("plain" or "synthesis") over the TRAIN
     split only (held-out pairs stay unseen), seeded by cfg.seed."""
     rng = random.Random(f"warm-start/{kind}/{cfg.seed}")
-    rows = make_problems(task, "train", 2 * len(task.split_pairs()[0]))
+    rows = make_problems(task, "train", len(task.split_orderings()[0]))
     examples = []
     for i in range(count):
         row = rows[rng.randrange(len(rows))]

@@ -22,8 +22,17 @@ def test_same_seed_same_rows_other_seed_other_rows():
     assert first["id"] == "toy-heldout-00000"
 
 
-def test_train_and_heldout_pairs_are_disjoint_in_either_order():
-    task = ToyTask(max_operand=9, heldout_fraction=0.2)
+def test_heldout_prompts_are_never_train_prompts():
+    task = ToyTask(max_operand=9, heldout_fraction=0.2)  # heldout_split="ordering"
+    train = {tuple(r["operands"]) for r in make_problems(task, "train", 500)}
+    held = {tuple(r["operands"]) for r in make_problems(task, "heldout", 500)}
+    assert len(train) + len(held) == 100 and len(held) == 9 and train.isdisjoint(held)
+    # Each held-out prompt is the other order of a trained pair.
+    assert all((b, a) in train and a != b for a, b in held)
+
+
+def test_pair_split_holds_out_whole_pairs_in_either_order():
+    task = ToyTask(max_operand=9, heldout_fraction=0.2, heldout_split="pair")
     train, held = task.split_pairs()
     assert len(train) + len(held) == 55 and len(held) == 11
     seen = {frozenset(r["operands"]) for r in make_problems(task, "train", 500)}
@@ -34,10 +43,9 @@ def test_train_and_heldout_pairs_are_disjoint_in_either_order():
 
 def test_every_ordering_is_drawn_before_any_repeats():
     task = ToyTask(max_operand=3, heldout_fraction=0.3)
-    train, _ = task.split_pairs()
-    orderings = {(a, b) for p in train for a, b in (p, p[::-1])}
-    rows = make_problems(task, "train", len(orderings))
-    assert {tuple(r["operands"]) for r in rows} == orderings
+    train, _ = task.split_orderings()
+    rows = make_problems(task, "train", len(train))
+    assert {tuple(r["operands"]) for r in rows} == set(train)
 
 
 def test_multiplication_and_bad_settings():
@@ -48,6 +56,8 @@ def test_multiplication_and_bad_settings():
         ToyTask(operation="div")
     with pytest.raises(ValueError, match="max_operand"):
         ToyTask(min_operand=4, max_operand=2)
+    with pytest.raises(ValueError, match="heldout_split must be"):
+        ToyTask(heldout_split="random")
     with pytest.raises(ValueError, match="split must be"):
         make_problems(ToyTask(), "test", 1)
 
@@ -70,14 +80,14 @@ def test_rows_are_read_as_problems_and_targets_are_graded_by_the_math_grader(tmp
 
 def test_warm_start_examples_only_use_train_pairs_and_are_noisy_as_configured():
     task = ToyTask()
-    _, held = task.split_pairs()
-    held = {frozenset(p) for p in held}
+    _, held = task.split_orderings()
+    held = set(held)
     cfg = WarmStartConfig(p_correct=0.4)
     plain = make_examples(task, cfg, "plain", 2000)
     right = 0
     for chat, target in plain:
         a, b = (int(x) for x in chat[0]["content"][len("What is "):-1].split(" + "))
-        assert frozenset((a, b)) not in held
+        assert (a, b) not in held
         right += target.endswith(f"\\boxed{{{a + b}}}")
     assert 0.35 < right / len(plain) < 0.45
     synth = make_examples(task, cfg, "synthesis", 200)
