@@ -46,3 +46,14 @@ def test_prepare_makes_everything_once_and_redoes_only_what_changed(tmp_path):
     assert (paths.policy / "model.safetensors").stat().st_mtime_ns == policy_mtime
     assert all(len(r.responses) == 2 for r in read_train_records(paths.pool))
     assert sum(gen.calls.values()) == 20
+
+
+def test_warm_start_stops_at_the_target_expected_accuracy(tiny_model, tmp_path):
+    from megatron_pacore.testing.toy_task import ToyTask
+    from megatron_pacore.testing.warm_start import warm_start
+
+    cfg = WarmStartConfig(steps=40, batch_tokens=256, min_steps=5, check_every=5, target_accuracy=1e-4)
+    summary = warm_start(tiny_model, tmp_path / "policy", ToyTask(), cfg)
+    # A random model already gives the right answers ~1e-3 of its probability: the first check stops it.
+    assert summary["steps"] == 5 and 1e-4 <= summary["expected_accuracy"] < 0.05
+    assert json.loads((tmp_path / "policy" / "warm_start.json").read_text())["steps"] == 5
