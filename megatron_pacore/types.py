@@ -6,7 +6,7 @@ they serialise to JSON lines with `dataclasses.asdict` and back with `from_dict`
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 Chat = list[dict[str, Any]]
@@ -28,16 +28,21 @@ class Problem:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingSettings:
-    """What the runner asks an engine for; a subset of vLLM's SamplingParams."""
+    """What each sample is asked for; a subset of vLLM's SamplingParams. The sampling part of
+    every generating config (config.GenerationOptions.sampling); its limits are checked here."""
 
     max_tokens: Optional[int] = None
+    """tokens per trajectory (None: up to the model's context)"""
     temperature: float = 1.0
+    """sampling temperature (the paper samples at 1.0)"""
     top_p: float = 1.0
+    """nucleus sampling: keep the smallest set of tokens with this total probability"""
     seed: Optional[int] = None
-    # Benchmarks only: generate exactly max_tokens tokens.
-    ignore_eos: bool = False
+    """base sampling seed, varied per problem and round (None: unseeded)"""
+    ignore_eos: bool = field(default=False, metadata={"cli": False})
+    """benchmarks only: generate exactly max_tokens tokens"""
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -59,7 +64,7 @@ class GenerationRequest:
     sampling: SamplingSettings
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Completion:
     """One sample returned by a Generator.
 
@@ -80,24 +85,28 @@ class Completion:
         return self.error is None
 
 
-@dataclass
-class Trajectory:
-    """One sampled trajectory of one round, with its compacted message."""
+@dataclass(kw_only=True)
+class Trajectory(Completion):
+    """One sampled trajectory of one round: the engine's Completion and what the method made
+    of it, its compacted message C(w) and the attempts it took.
 
-    text: str
-    message: str
-    completion_tokens: int
-    finish_reason: Optional[str]
-    error: Optional[str] = None
-    prompt_tokens: int = 0
-    reasoning: Optional[str] = None
+    Two records, not one, because a Generator knows nothing of the method (it returns
+    Completions: no message, no attempts), while a round needs both. A Trajectory IS a
+    Completion, so a recorded one goes back wherever a sample is expected (eval shares
+    recorded rounds with later pipelines) with no conversion; `of` is the one converter.
+    """
+
+    message: str = ""
     attempts: int = 1
     # Characters cut from the front of `message` by the max_message_tokens bound (0: not cut).
     message_truncated_chars: int = 0
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+    @classmethod
+    def of(cls, completion: Completion, message: str, attempts: int = 1,
+           message_truncated_chars: int = 0) -> "Trajectory":
+        """The trajectory of a sample: every Completion field of `completion`, plus these."""
+        sample = {f.name: getattr(completion, f.name) for f in fields(Completion)}
+        return cls(**sample, message=message, attempts=attempts, message_truncated_chars=message_truncated_chars)
 
 
 @dataclass
@@ -130,9 +139,16 @@ class ProblemResult:
     final_response: Optional[str]
     final_message: Optional[str]
     seconds: float
-    status: str = "ok"  # "ok" or "failed"
+    # "ok"; "degraded": finished, but some samples failed after their retries (see
+    # failed_samples); "failed": no final response (see error).
+    status: str = "ok"
     error: Optional[str] = None
     answer: Optional[str] = None
+
+    @property
+    def failed_samples(self) -> list[int]:
+        """Failed trajectories (after retries) per round."""
+        return [sum(not t.ok for t in r.trajectories) for r in self.rounds]
 
     @property
     def test_time_tokens(self) -> int:
@@ -145,6 +161,7 @@ class ProblemResult:
             "id": self.id,
             "status": self.status,
             "error": self.error,
+            "failed_samples": self.failed_samples,
             "final_response": self.final_response,
             "final_message": self.final_message,
             "rounds": [

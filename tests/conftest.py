@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 
 # vLLM on CPU asks for 92% of memory for its KV cache unless told otherwise.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -17,7 +15,7 @@ BENCHMARKS = Path(os.environ.get("PACORE_BENCHMARKS", ROOT.parent / "shared" / "
 
 
 def _make(tmp_path_factory, arch: str) -> Path:
-    from make_tiny_model import make_tiny_model
+    from megatron_pacore.testing.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp(f"tiny_{arch}"), arch=arch, seed=0)
 

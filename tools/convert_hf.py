@@ -77,11 +77,15 @@ def to_megatron(args) -> None:
         raise ValueError(f"--verify at tp*pp={args.tp * args.pp} needs "
                          f"`torchrun --nproc_per_node {args.tp * args.pp}` (WORLD_SIZE is {world})")
     if world > 1 or args.verify:
-        from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
+        from megatron_pacore.training.parallel import ParallelConfig, init_process_group, initialize_parallel
 
-        groups = initialize_parallel(ParallelConfig(tp=args.tp, pp=args.pp, device=device)) if args.verify else None
-        if not dist.is_initialized():
-            dist.init_process_group("gloo" if device == "cpu" else "nccl")
+        config = ParallelConfig(tp=args.tp, pp=args.pp, device=device)
+        # Both select this rank's GPU (torch.cuda.set_device(LOCAL_RANK)) before NCCL starts.
+        if args.verify:
+            groups = initialize_parallel(config)
+        else:
+            init_process_group(config)
+            groups = None
     bar = tqdm(desc=f"hf->megatron rank {rank}", unit="tensor", disable=args.no_progress or rank != 0)
     hf_to_megatron(args.hf, args.out, tp=args.tp, pp=args.pp, dtype=args.dtype, rank=rank, world=world,
                    progress=lambda piece: bar.update())
@@ -89,7 +93,7 @@ def to_megatron(args) -> None:
     if dist.is_initialized():
         dist.barrier()
     if args.verify:
-        from megatron_pacore.training.verify import verify_checkpoint
+        from megatron_pacore.checkpoint.verify import verify_checkpoint
 
         diff = verify_checkpoint(args.out, args.hf, groups)
         if rank == 0:

@@ -25,6 +25,7 @@ reuse), a step being one layer, or the embedding, or the final norm and output l
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,20 +33,15 @@ import torch
 
 from megatron_pacore.checkpoint.dcp_read import PieceReader
 from megatron_pacore.checkpoint.dcp_stream import Piece, write_pieces
-from megatron_pacore.checkpoint.dist import (
-    CheckpointInfo, check_megatron, global_shape, hf_config_of, read_info, stored_key, stored_rules, write_info)
-from megatron_pacore.checkpoint.hf_io import (
-    HFCheckpoint, HFStreamWriter, copy_side_files, dims_of, expected_shapes)
-from megatron_pacore.checkpoint.mapping import EMBEDDING, family_for
-from megatron_pacore.checkpoint.transforms import Dims, padded_vocab_size, to_global, to_hf
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from megatron_pacore.checkpoint.dist import CheckpointInfo, check_megatron, hf_config_of, read_info, write_info
+from megatron_pacore.checkpoint.hf_io import HFCheckpoint, HFStreamWriter, copy_side_files, expected_shapes
+from megatron_pacore.checkpoint.mapping import Table
+from megatron_pacore.checkpoint.transforms import Mapping
+from megatron_pacore.hf_config import DTYPES, Dims, dims_of, family_for, num_query_groups_of, padded_vocab_size
 
 
 def check_layout(hf_config, tp: int, pp: int) -> None:
     """The same divisibility rules the model builder applies, raised before any writing."""
-    from megatron_pacore.training.rope import num_query_groups_of  # no megatron import there
-
     groups = num_query_groups_of(hf_config)
     if tp < 1 or groups % tp:
         raise ValueError(f"--tp {tp} must divide num_key_value_heads={groups}")
@@ -53,79 +49,37 @@ def check_layout(hf_config, tp: int, pp: int) -> None:
         raise ValueError(f"--pp {pp} must divide num_hidden_layers={hf_config.num_hidden_layers}")
 
 
+def dtype_of(name: Optional[str]) -> Optional[torch.dtype]:
+    """`--dtype` name -> torch dtype (None: keep the stored dtype)."""
+    if name is not None and name not in DTYPES:
+        raise ValueError(f"--dtype must be one of {tuple(DTYPES)}, got {name!r}")
+    return DTYPES[name] if name else None
+
+
 def megatron_pieces(hf: HFCheckpoint, dims: Dims, dtype: Optional[torch.dtype]) -> list[Piece]:
-    """Every piece of the Megatron checkpoint of `hf`, data made lazily."""
+    """Every piece of the Megatron checkpoint of `hf` in the table's stored-key order, data
+    made lazily (`Mapping.from_hf` reads the HF rows straight into the piece's buffer)."""
     pieces = []
-    num_layers = hf.config.num_hidden_layers
-    for rule in stored_rules(hf.family, hf.tie_word_embeddings):
-        for layer in (range(num_layers) if rule.per_layer else [None]):
-            names = rule.hf_names(layer)
-            shape = global_shape(rule, [hf.shape(n) for n in names], dims)
-            src_dtype = dtype or hf.get_dtype(names[0])
+    table = hf.table.stored()
+    for m, layer in table.by_key():
+        names = m.hf_names(layer)
+        shape = m.global_shape([hf.shape(n) for n in names], dims)
+        dt = dtype or hf.get_dtype(names[0])
 
-            direct = all(hf.get_dtype(n) == src_dtype for n in names)
+        def make_into(out, m=m, names=names, shape=shape):
+            m.from_hf(hf, names, dims, out=out.view(shape))
+            return out
 
-            def make(rule=rule, names=names, dt=src_dtype, stacked=rule.per_layer, shape=shape, direct=direct):
-                if direct:
-                    t = read_global(hf, rule, names, shape, dims)
-                else:
-                    t = to_global(rule, [hf.get(n) for n in names], dims).to(dt)
-                return t.unsqueeze(0) if stacked else t
+        def make(m=m, names=names, shape=shape, dt=dt, stacked=m.per_layer):
+            t = m.from_hf(hf, names, dims, out=torch.empty(shape, dtype=dt))
+            return t.unsqueeze(0) if stacked else t
 
-            def make_into(out, rule=rule, names=names, shape=shape):
-                read_global(hf, rule, names, shape, dims, out=out.view(shape))
-                return out
-
-            into = make_into if direct else None
-            if rule.per_layer:
-                pieces.append(Piece(stored_key(rule), (num_layers, *shape), (layer,) + (0,) * len(shape),
-                                    (1, *shape), src_dtype, make, into))
-            else:
-                pieces.append(Piece(stored_key(rule), shape, (0,) * len(shape), shape, src_dtype, make, into))
+        if m.per_layer:
+            pieces.append(Piece(m.stored_key, (table.num_layers, *shape), (layer,) + (0,) * len(shape),
+                                (1, *shape), dt, make, make_into))
+        else:
+            pieces.append(Piece(m.stored_key, shape, (0,) * len(shape), shape, dt, make, make_into))
     return pieces
-
-
-def read_global(hf: HFCheckpoint, rule, names: tuple[str, ...], shape: tuple[int, ...], dims: Dims,
-                out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`to_global(rule, [hf.get(n) for n in names], dims)` without the intermediate tensors.
-
-    The Hugging Face rows are read straight into their place in one preallocated global
-    tensor (positioned reads; the QKV interleave is one read per query group and tensor, the
-    vocabulary padding a zero fill), so no concatenation copies are made.
-    """
-    if out is None:
-        out = torch.empty(shape, dtype=hf.get_dtype(names[0]))
-    elif tuple(out.shape) != tuple(shape) or out.dtype != hf.get_dtype(names[0]) or not out.is_contiguous():
-        raise ValueError(f"{names}: buffer {tuple(out.shape)} {out.dtype} for {shape} {hf.get_dtype(names[0])}")
-    if rule.transform == "qkv":
-        ng, hpg, d = dims.num_groups, dims.heads_per_group, dims.head_dim
-        q, k, v = names
-        if (hf.shape(q)[0] != ng * hpg * d or hf.shape(k)[0] != ng * d or hf.shape(v)[0] != ng * d
-                or out.shape[0] != ng * (hpg + 2) * d):
-            raise ValueError(f"{q}/{k}/{v}: rows {hf.shape(q)[0]}/{hf.shape(k)[0]}/{hf.shape(v)[0]} do not "
-                             f"match heads={dims.num_heads}, kv_heads={ng}, head_dim={d}")
-        grouped = out.view(ng, (hpg + 2) * d, *out.shape[1:])
-        for g in range(ng):
-            hf.read_rows(q, grouped[g, : hpg * d], g * hpg * d)
-            hf.read_rows(k, grouped[g, hpg * d: (hpg + 1) * d], g * d)
-            hf.read_rows(v, grouped[g, (hpg + 1) * d:], g * d)
-    elif rule.transform == "gate_up":
-        row = 0
-        for n in names:
-            rows = hf.shape(n)[0]
-            hf.read_rows(n, out[row: row + rows])
-            row += rows
-        if row != out.shape[0]:
-            raise ValueError(f"{names}: {row} rows, planned {out.shape[0]}")
-    elif rule.transform in ("vocab", "tied"):
-        rows = hf.shape(names[0])[0]
-        if rows > out.shape[0]:
-            raise ValueError(f"vocabulary of {rows} rows exceeds padded size {out.shape[0]}")
-        hf.read_rows(names[0], out[:rows])
-        out[rows:].zero_()
-    else:
-        hf.read_rows(names[0], out)
-    return out
 
 
 def hf_to_megatron(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1,
@@ -144,10 +98,8 @@ def hf_to_megatron(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1
     hf = HFCheckpoint(hf_dir)
     hf.check()
     check_layout(hf.config, tp, pp)
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     dims = dims_of(hf.config, padded_vocab_size(hf.config.vocab_size, tp))
-    pieces = megatron_pieces(hf, dims, DTYPES.get(dtype))
+    pieces = megatron_pieces(hf, dims, dtype_of(dtype))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_pieces(out, pieces[rank::world], on_piece=progress)
@@ -159,20 +111,109 @@ def hf_to_megatron(hf_dir: str | Path, out: str | Path, tp: int = 1, pp: int = 1
     return info
 
 
-def hf_parts(rule, full: torch.Tensor, dims: Dims) -> list[list[torch.Tensor]]:
-    """`to_hf(rule, full, dims)` as row blocks of views of `full` (for
-    `HFStreamWriter.write_parts`): the QKV split is one block per query group, not a copy."""
-    if rule.transform == "qkv":
-        ng, hpg, d = dims.num_groups, dims.heads_per_group, dims.head_dim
-        grouped = full.view(ng, (hpg + 2) * d, *full.shape[1:])
-        return [[grouped[g, : hpg * d] for g in range(ng)],
-                [grouped[g, hpg * d: (hpg + 1) * d] for g in range(ng)],
-                [grouped[g, (hpg + 1) * d:] for g in range(ng)]]
-    if rule.transform == "gate_up":
-        return [[t] for t in full.chunk(2, dim=0)]
-    if rule.transform in ("vocab", "tied"):
-        return [[full[: dims.vocab_size]]]
-    return [[full]]
+@dataclass(frozen=True)
+class _Step:
+    """One unit of the export, read together and written together: a layer, or the tensors
+    before (embedding) or after (final norm, output layer) the layers."""
+
+    label: str
+    layer: Optional[int]
+    mappings: tuple[Mapping, ...]
+    requests: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]
+    """(stored key, chunk offsets, chunk sizes) for `PieceReader.read`; one layer of a stacked key."""
+    outputs: tuple[tuple[str, tuple[int, ...], torch.dtype], ...]
+    """(HF name, shape, dtype) written by the step, in order."""
+
+
+def _plan(table: Table, stored: dict, hf_shapes: dict, out_dtype: Optional[torch.dtype]) -> list[_Step]:
+    """The export's steps in the table's layer order (embedding, layers, rest)."""
+    steps = []
+    for layer, mappings in table.by_layer():
+        requests, outputs = [], []
+        for m in mappings:
+            size = tuple(stored[m.stored_key].size)
+            if m.per_layer:
+                requests.append((m.stored_key, (layer,) + (0,) * (len(size) - 1), (1, *size[1:])))
+            else:
+                requests.append((m.stored_key, (0,) * len(size), size))
+            dt = out_dtype or stored[m.stored_key].properties.dtype
+            outputs += [(n, hf_shapes[n], dt) for n in m.hf_names(layer)]
+        steps.append(_Step(f"layer {layer}" if layer is not None else "embeddings/head", layer,
+                           tuple(mappings), tuple(requests), tuple(outputs)))
+    return steps
+
+
+def _hf_parts(step: _Step, tensors: list[torch.Tensor], dims: Dims,
+              out_dtype: Optional[torch.dtype]) -> list[tuple[str, list[torch.Tensor]]]:
+    """A step's global tensors as Hugging Face tensors, each a list of row blocks: views of
+    the read buffers (the QKV split is one block per query group), cast block by block."""
+    outputs = []
+    for m, full in zip(step.mappings, tensors):
+        full = full[0] if m.per_layer else full
+        for name, parts in zip(m.hf_names(step.layer), m.to_hf(full, dims)):
+            if out_dtype is not None and out_dtype != full.dtype:
+                parts = [p.to(out_dtype) for p in parts]
+            outputs.append((name, parts))
+    return outputs
+
+
+class _Buffers:
+    """Read buffers handed back after their step is written and reused by a later step of the
+    same shapes (layers all have the same shapes), so no fresh memory is faulted in per layer."""
+
+    def __init__(self):
+        self._free: dict[tuple, list[torch.Tensor]] = {}
+
+    def take(self, shape, dtype) -> torch.Tensor:
+        bufs = self._free.get((tuple(shape), dtype))
+        return bufs.pop() if bufs else torch.empty(shape, dtype=dtype)
+
+    def give_back(self, tensors: list[torch.Tensor], keep: set[tuple]) -> None:
+        """Keep the buffers whose (shape, dtype) is in `keep` (the next step's); drop the rest."""
+        for buf in tensors:
+            key = (tuple(buf.shape), buf.dtype)
+            if key in keep:
+                self._free.setdefault(key, []).append(buf)
+        for key in [k for k in self._free if k not in keep]:
+            del self._free[key]
+
+    def clear(self) -> None:
+        self._free.clear()
+
+
+def _stream(steps: list[_Step], reader: PieceReader, writer: HFStreamWriter, dims: Dims,
+            out_dtype: Optional[torch.dtype], stored: dict, progress: Optional[Callable[[str], None]]) -> None:
+    """Read step i+1 while step i is written on a second thread; at most three steps' read
+    buffers exist (one being written, one being read, one free for reuse)."""
+    buffers = _Buffers()
+
+    def write(outputs):
+        for name, parts in outputs:
+            writer.write_parts(name, parts)
+
+    def shapes_of(step: Optional[_Step]) -> set[tuple]:
+        return set() if step is None else {(tuple(s), stored[k].properties.dtype) for k, _, s in step.requests}
+
+    pending: Optional[tuple[Future, list[torch.Tensor]]] = None
+    with ThreadPoolExecutor(1, thread_name_prefix="hf-writer") as pool:
+        try:
+            for i, step in enumerate(steps):
+                tensors = reader.read(list(step.requests), alloc=buffers.take)
+                outputs = _hf_parts(step, tensors, dims, out_dtype)
+                if pending is not None:
+                    pending[0].result()
+                    buffers.give_back(pending[1], shapes_of(steps[i + 1] if i + 1 < len(steps) else None))
+                pending = (pool.submit(write, outputs), tensors)
+                del outputs, tensors
+                if progress is not None:
+                    progress(step.label)
+            if pending is not None:
+                pending[0].result()
+        finally:
+            if pending is not None:
+                pending[0].cancel()
+            pending = None
+            buffers.clear()
 
 
 def megatron_to_hf(ckpt: str | Path, out: str | Path, shard_bytes: int = 4 << 30,
@@ -180,96 +221,28 @@ def megatron_to_hf(ckpt: str | Path, out: str | Path, shard_bytes: int = 4 << 30
                    progress: Optional[Callable[[str], None]] = None) -> Path:
     """Export a Megatron distributed checkpoint (any TP/PP it was saved at) to Hugging Face.
 
-    Writes safetensors shards, their index, the config and the tokenizer files.
+    Writes safetensors shards, their index, the config and the tokenizer files: plan the
+    steps and the shards, then read each step and write it.
     """
     info = read_info(ckpt)
     hf_config = hf_config_of(ckpt)
     family = family_for(hf_config)
     if family.name != info.family:
         raise ValueError(f"{ckpt}: megatron_pacore.json says {info.family}, config.json says {family.name}")
+    out_dtype = dtype_of(dtype)
     dims = dims_of(hf_config, info.padded_vocab_size)
     reader = PieceReader(ckpt)
-    check_megatron(reader, family, hf_config, dims)
-    stored = reader.tensors()
-    out_dtype = DTYPES.get(dtype) if dtype else None
-    tie = bool(getattr(hf_config, "tie_word_embeddings", False))
-    rules = stored_rules(family, tie)
-    num_layers = hf_config.num_hidden_layers
-    steps = [(None, [r for r in rules if r.megatron == EMBEDDING])]
-    steps += [(layer, [r for r in rules if r.per_layer]) for layer in range(num_layers)]
-    steps += [(None, [r for r in rules if not r.per_layer and r.megatron != EMBEDDING])]
-    hf_shapes = expected_shapes(hf_config)
-    plan = []
-    for layer, group in steps:
-        for rule in group:
-            dt = out_dtype or stored[stored_key(rule)].properties.dtype
-            plan += [(n, hf_shapes[n], dt) for n in rule.hf_names(layer)]
-    writer = HFStreamWriter(out, plan, shard_bytes=shard_bytes)
-
-    def requests_of(layer, group) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-        requests = []
-        for rule in group:
-            size = tuple(stored[stored_key(rule)].size)
-            if rule.per_layer:
-                requests.append((stored_key(rule), (layer,) + (0,) * (len(size) - 1), (1, *size[1:])))
-            else:
-                requests.append((stored_key(rule), (0,) * len(size), size))
-        return requests
-
-    def write_step(outputs: list[tuple[str, list[torch.Tensor]]]) -> None:
-        for name, parts in outputs:
-            writer.write_parts(name, parts)
-
-    # One step's Hugging Face tensors are written on a second thread while the next step is
-    # read and split, and a written step's read buffers are reused by the step after next
-    # (layers all have the same shapes), so no fresh memory is faulted in per layer: at most
-    # three steps' buffers exist (one written, one read, one free).
-    free: dict[tuple, list[torch.Tensor]] = {}
-
-    def alloc(shape, dt) -> torch.Tensor:
-        bufs = free.get((shape, dt))
-        return bufs.pop() if bufs else torch.empty(shape, dtype=dt)
-
-    pending: Optional[tuple[Future, list[torch.Tensor]]] = None
-    with ThreadPoolExecutor(1, thread_name_prefix="hf-writer") as pool:
-        try:
-            for i, (layer, group) in enumerate(steps):
-                tensors = reader.read(requests_of(layer, group), alloc=alloc)
-                outputs = []
-                for rule, full in zip(group, tensors):
-                    full = full[0] if rule.per_layer else full
-                    names = rule.hf_names(layer)
-                    if out_dtype is not None and out_dtype != full.dtype:
-                        outputs += [(n, [t.to(out_dtype)]) for n, t in zip(names, to_hf(rule, full, dims))]
-                    else:
-                        outputs += list(zip(names, hf_parts(rule, full, dims)))
-                full = None
-                if pending is not None:
-                    pending[0].result()
-                    nxt = {(tuple(s), stored[k].properties.dtype)
-                           for k, _, s in (requests_of(*steps[i + 1]) if i + 1 < len(steps) else [])}
-                    for buf in pending[1]:
-                        key = (tuple(buf.shape), buf.dtype)
-                        if key in nxt:
-                            free.setdefault(key, []).append(buf)
-                    for key in [k for k in free if k not in nxt]:
-                        del free[key]
-                pending = (pool.submit(write_step, outputs), tensors)
-                del outputs, tensors
-                if progress is not None:
-                    progress(f"layer {layer}" if layer is not None else "embeddings/head")
-            if pending is not None:
-                pending[0].result()
-        finally:
-            if pending is not None:
-                pending[0].cancel()
-            pending = None
-            free.clear()
-            reader.close()
+    try:
+        check_megatron(reader, hf_config, dims)
+        stored = reader.tensors()
+        steps = _plan(Table.for_config(hf_config).stored(), stored, expected_shapes(hf_config), out_dtype)
+        writer = HFStreamWriter(out, [o for step in steps for o in step.outputs], shard_bytes=shard_bytes)
+        _stream(steps, reader, writer, dims, out_dtype, stored, progress)
+    finally:
+        reader.close()
     writer.close()
     copy_side_files(Path(ckpt) / "hf", out)
     if out_dtype is not None:
-        cfg = hf_config_of(ckpt)
-        cfg.dtype = out_dtype
-        cfg.save_pretrained(out)
+        hf_config.dtype = out_dtype
+        hf_config.save_pretrained(out)
     return Path(out)

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from megatron_pacore.checkpoint.dcp_read import PieceReader
-from megatron_pacore.checkpoint.hf_io import copy_side_files, dims_of, expected_shapes, load_hf_config
-from megatron_pacore.checkpoint.mapping import OUTPUT, Family, Rule, family_for
-from megatron_pacore.checkpoint.transforms import Dims
+from megatron_pacore.checkpoint.hf_io import copy_side_files, expected_shapes, load_hf_config
+from megatron_pacore.checkpoint.mapping import OUTPUT, Table
+from megatron_pacore.hf_config import Dims, dims_of
+from megatron_pacore.training.models import ModelInfo, unwrap
 
 INFO = "megatron_pacore.json"
 # Megatron's dist_checkpointing files: its format declaration and the common (non-sharded)
@@ -93,108 +94,95 @@ def hf_config_of(ckpt: str | Path):
     return load_hf_config(Path(ckpt) / HF_SUBDIR)
 
 
-def stored_key(rule: Rule) -> str:
-    """Key under which dist_checkpointing stores the rule's tensor (layers stacked)."""
-    if rule.per_layer:
-        return rule.megatron.replace("{layer}.", "")
-    return rule.megatron
-
-
-def stored_rules(family: Family, tie: bool) -> list[Rule]:
-    """Rules with a tensor of their own in the checkpoint (a tied output layer has none)."""
-    return [r for r in family.rules_for(tie) if r.transform != "tied"]
-
-
-def global_shape(rule: Rule, hf_shapes: list[tuple[int, ...]], dims: Dims) -> tuple[int, ...]:
-    """Shape of the global (TP=1) Megatron tensor of one layer, from the HF shapes."""
-    if rule.transform in ("qkv", "gate_up"):
-        return (sum(s[0] for s in hf_shapes), *hf_shapes[0][1:])
-    if rule.transform in ("vocab", "tied"):
-        return (dims.padded_vocab_size, *hf_shapes[0][1:])
-    return tuple(hf_shapes[0])
-
-
-def check_megatron(reader: PieceReader, family: Family, hf_config, dims: Dims, critic: bool = False) -> None:
+def check_megatron(reader: PieceReader, hf_config, dims: Dims, critic: bool = False) -> None:
     """Raise ValueError naming the tensors a checkpoint misses, or holds with the wrong shape.
 
-    critic: the checkpoint's output layer is a value head, not the vocabulary projection."""
-    tie = bool(getattr(hf_config, "tie_word_embeddings", False))
+    critic: the model's output layer is a value head, not the vocabulary projection (its keys
+    are checked by dist_checkpointing's load)."""
+    table = Table.for_config(hf_config).stored()
     hf_shapes = expected_shapes(hf_config)
     stored = reader.tensors()
     missing, wrong = [], []
-    L = hf_config.num_hidden_layers
-    for rule in stored_rules(family, tie):
-        if critic and rule.megatron == OUTPUT:
+    for m in table.mappings:
+        if critic and m.megatron == OUTPUT:
             continue
-        key = stored_key(rule)
-        shape = global_shape(rule, [hf_shapes[n] for n in rule.hf_names(0)], dims)
-        shape = (L, *shape) if rule.per_layer else shape
+        key = m.stored_key
+        shape = m.global_shape([hf_shapes[n] for n in m.hf_names(0)], dims)
+        shape = (table.num_layers, *shape) if m.per_layer else shape
         if key not in stored:
             missing.append(key)
         elif tuple(stored[key].size) != shape:
             wrong.append(f"{key}: {tuple(stored[key].size)} != {shape}")
     if missing or wrong:
-        raise ValueError(f"{reader.path} is not a {family.name} checkpoint of this config: "
+        raise ValueError(f"{reader.path} is not a {table.family.name} checkpoint of this config: "
                          f"missing {missing[:20]}, wrong shape {wrong[:20]}")
 
 
-def save_model(model, ckpt: str | Path, info: CheckpointInfo, hf_dir: str | Path | None = None) -> None:
+def save_model(model, info: ModelInfo, ckpt: str | Path, ckpt_info: CheckpointInfo,
+               hf_dir: str | Path | None = None) -> None:
     """Save a live (TP/PP-sharded) model with Megatron's dist_checkpointing; all ranks call.
 
     Needs the `if __name__ == "__main__":` guard in the entry script (the writer forks).
+
+    Raises:
+        ValueError: ckpt_info disagrees with the model's family or padded vocabulary.
     """
     import torch.distributed as dist
     from megatron.core import dist_checkpointing
 
-    from megatron_pacore.checkpoint.loader import unwrap
-
+    if (ckpt_info.family, ckpt_info.padded_vocab_size) != (info.family.name, info.padded_vocab_size):
+        raise ValueError(f"checkpoint info says {ckpt_info.family} with vocabulary {ckpt_info.padded_vocab_size}; "
+                         f"the model is {info.family.name} with {info.padded_vocab_size}")
     ckpt = Path(ckpt)
     if dist.get_rank() == 0:
         ckpt.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     dist_checkpointing.save(unwrap(model).sharded_state_dict(), str(ckpt))
     if dist.get_rank() == 0:
-        write_info(ckpt, info, hf_dir=hf_dir, hf_config=unwrap(model).hf_config)
+        write_info(ckpt, ckpt_info, hf_dir=hf_dir, hf_config=info.hf_config)
     dist.barrier()
 
 
-def load_model(model, ckpt: str | Path) -> None:
+def load_model(model, info: ModelInfo, ckpt: str | Path) -> None:
     """Load a checkpoint into a live model built for any TP/PP layout; all ranks call.
 
-    Transformer Engine `_extra_state` (FP8 scaling state) absent from a converted checkpoint
-    is left at its initial value; any other missing or unexpected tensor is a ValueError.
+    The checkpoint may hold more than the model (optimizer state, ...): that is not ours to
+    load. Everything the model has must be in it, except Transformer Engine `_extra_state`
+    (FP8 scaling state), which a converted checkpoint lacks and which keeps its initial value.
+
+    Raises:
+        ValueError: another family, a layout the padded vocabulary does not divide, tensors
+            of the wrong shape, or model tensors the checkpoint does not hold (naming them).
     """
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.core import CheckpointingException
     from megatron.core.dist_checkpointing.validation import StrictHandling
     from torch.distributed.checkpoint.api import CheckpointException as TorchCheckpointException
 
-    from megatron_pacore.checkpoint.loader import unwrap
-
-    gpt = unwrap(model)
-    info = read_info(ckpt)
-    family = family_for(gpt.hf_config).name
-    if info.family != family:
-        raise ValueError(f"{ckpt} holds a {info.family} model; this model is {family}")
-    info.check_layout(gpt.config.tensor_model_parallel_size)
-    if gpt.padded_vocab_size != info.padded_vocab_size:
-        raise ValueError(f"model padded vocabulary {gpt.padded_vocab_size} != checkpoint's "
-                         f"{info.padded_vocab_size}; build it with padded_vocab=read_info(ckpt).padded_vocab_size")
+    module = unwrap(model)
+    ckpt_info = read_info(ckpt)
+    if ckpt_info.family != info.family.name:
+        raise ValueError(f"{ckpt} holds a {ckpt_info.family} model; this model is {info.family.name}")
+    ckpt_info.check_layout(module.config.tensor_model_parallel_size)
+    if info.padded_vocab_size != ckpt_info.padded_vocab_size:
+        raise ValueError(f"model padded vocabulary {info.padded_vocab_size} != checkpoint's "
+                         f"{ckpt_info.padded_vocab_size}; build it with padded_vocab=read_info(ckpt).padded_vocab_size")
     try:
-        check_megatron(PieceReader(ckpt), family_for(gpt.hf_config), gpt.hf_config,
-                       dims_of(gpt.hf_config, gpt.padded_vocab_size), critic=getattr(gpt, "is_critic", False))
+        check_megatron(PieceReader(ckpt), info.hf_config, dims_of(info.hf_config, info.padded_vocab_size),
+                       critic=info.is_critic)
     except ValueError as e:
         raise ValueError(f"{ckpt} does not fit this model: {e}") from e
     try:
-        state, missing, _unexpected = dist_checkpointing.load(
-            gpt.sharded_state_dict(), str(ckpt), strict=StrictHandling.RETURN_ALL)
+        # Megatron's meanings: `missing` = in the checkpoint but not asked for (e.g. optimizer
+        # state); `unexpected` = asked for by the model but absent from the checkpoint.
+        state, _not_asked_for, absent = dist_checkpointing.load(
+            module.sharded_state_dict(), str(ckpt), strict=StrictHandling.RETURN_ALL)
     except (CheckpointingException, TorchCheckpointException) as e:
         raise ValueError(f"{ckpt} does not fit this model: {e}") from e
-    # A checkpoint may hold more (optimizer state ...): unexpected keys are not ours to load.
-    missing = sorted(k for k in missing if "_extra_state" not in k)
-    if missing:
-        raise ValueError(f"{ckpt}: tensors missing for this model: {missing[:20]}")
-    result = gpt.load_state_dict(state, strict=False)
+    absent = sorted(k for k in absent if "_extra_state" not in k)
+    if absent:
+        raise ValueError(f"{ckpt}: tensors missing for this model: {absent[:20]}")
+    result = module.load_state_dict(state, strict=False)
     bad = [k for k in result.missing_keys if not k.endswith("_extra_state")]
     if bad:
         raise ValueError(f"{ckpt}: model parameters not loaded: {bad[:20]}")

@@ -14,9 +14,9 @@ from typing import Any, Iterable
 
 import torch
 
-from megatron_pacore.checkpoint.mapping import Family, expected_hf_names, family_for
+from megatron_pacore.checkpoint.mapping import HF_EMBEDDING, HF_OUTPUT, Table
 from megatron_pacore.checkpoint.rawio import OpenFiles, pread_into
-from megatron_pacore.checkpoint.transforms import Dims, padded_vocab_size
+from megatron_pacore.hf_config import Family, dims_of, family_for, padded_vocab_size, tie_word_embeddings
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -37,21 +37,8 @@ def load_hf_config(path: str | Path):
     return AutoConfig.from_pretrained(path)
 
 
-def dims_of(hf_config: Any, padded_vocab: int) -> Dims:
-    from megatron_pacore.training.rope import head_dim_of, num_query_groups_of  # no megatron import there
-
-    return Dims(
-        num_heads=hf_config.num_attention_heads,
-        num_groups=num_query_groups_of(hf_config),
-        head_dim=head_dim_of(hf_config),
-        vocab_size=hf_config.vocab_size,
-        padded_vocab_size=padded_vocab,
-    )
-
-
 def expected_shapes(hf_config: Any) -> dict[str, tuple[int, ...]]:
-    """Hugging Face tensor name -> shape implied by the config (for the family table)."""
-    fam = family_for(hf_config)
+    """Hugging Face tensor name -> shape implied by the config, for every tensor its table reads."""
     d = dims_of(hf_config, padded_vocab_size(hf_config.vocab_size, 1))
     h, f, V = hf_config.hidden_size, hf_config.intermediate_size, hf_config.vocab_size
     per_layer = {
@@ -66,15 +53,9 @@ def expected_shapes(hf_config: Any) -> dict[str, tuple[int, ...]]:
         "self_attn.o_proj.weight": (h, d.num_heads * d.head_dim),
         "mlp.gate_proj.weight": (f, h), "mlp.up_proj.weight": (f, h), "mlp.down_proj.weight": (h, f),
     }
-    shapes = {"model.embed_tokens.weight": (V, h), "lm_head.weight": (V, h), "model.norm.weight": (h,)}
-    tie = bool(getattr(hf_config, "tie_word_embeddings", False))
-    out = {}
-    for name in expected_hf_names(fam, tie, hf_config.num_hidden_layers):
-        if name in shapes:
-            out[name] = shapes[name]
-        else:
-            out[name] = per_layer[name.split(".", 3)[3]]
-    return out
+    shapes = {HF_EMBEDDING: (V, h), HF_OUTPUT: (V, h), "model.norm.weight": (h,)}
+    return {name: shapes[name] if name in shapes else per_layer[name.split(".", 3)[3]]
+            for name in Table.for_config(hf_config).hf_names()}
 
 
 _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
@@ -116,8 +97,9 @@ class HFCheckpoint:
                 self._entries[key] = (fname, 8 + n + begin, _FROM_ST[e["dtype"]], tuple(e["shape"]), end - begin)
 
     @property
-    def tie_word_embeddings(self) -> bool:
-        return bool(getattr(self.config, "tie_word_embeddings", False))
+    def table(self) -> Table:
+        """The family table of this checkpoint's config (family, tie flag, depth)."""
+        return Table.for_config(self.config)
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -164,22 +146,36 @@ class HFCheckpoint:
         self._files.close()
 
     def check(self) -> None:
-        """Raise ValueError naming missing, unknown or wrongly shaped tensors."""
+        """Raise ValueError naming missing, unknown (left unused) or wrongly shaped tensors.
+
+        Every tensor of the checkpoint must be one the family table reads, except buffers
+        that carry no weights (IGNORED_SUFFIXES) and, in a tied checkpoint, an `lm_head.weight`
+        that is an exact copy of the embedding (one that differs would be silently dropped).
+        """
         expected = expected_shapes(self.config)
         have = set(self._entries)
         missing = [n for n in expected if n not in have]
-        ignorable = {"lm_head.weight"} if self.tie_word_embeddings else set()
-        unknown = sorted(n for n in have - set(expected) - ignorable if not n.endswith(IGNORED_SUFFIXES))
+        unknown = sorted(n for n in have - set(expected)
+                         if not n.endswith(IGNORED_SUFFIXES) and not self._is_tied_copy(n))
         if missing or unknown:
+            tied_note = (" (tie_word_embeddings=True, but lm_head.weight is not a copy of the embedding)"
+                         if HF_OUTPUT in unknown and tie_word_embeddings(self.config) else "")
             raise ValueError(
                 f"{self.path} does not match the {self.family.name} table "
                 f"({self.config.num_hidden_layers} layers): missing {missing[:20]}"
                 f"{' ...' if len(missing) > 20 else ''}, unknown {unknown[:20]}"
-                f"{' ...' if len(unknown) > 20 else ''}"
+                f"{' ...' if len(unknown) > 20 else ''}{tied_note}"
             )
         wrong = [f"{n}: {self.shape(n)} != {s}" for n, s in expected.items() if self.shape(n) != s]
         if wrong:
             raise ValueError(f"{self.path}: tensors of the wrong shape for its config: {wrong[:20]}")
+
+    def _is_tied_copy(self, name: str) -> bool:
+        if name != HF_OUTPUT or not tie_word_embeddings(self.config) or HF_EMBEDDING not in self._entries:
+            return False
+        if self.shape(name) != self.shape(HF_EMBEDDING) or self.get_dtype(name) != self.get_dtype(HF_EMBEDDING):
+            return False
+        return torch.equal(self.get(name), self.get(HF_EMBEDDING))
 
 
 class HFStreamWriter:

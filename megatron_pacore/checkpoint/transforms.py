@@ -1,127 +1,233 @@
-"""The named special cases of the mapping tables, as pure tensor functions.
+"""The kinds of HF <-> Megatron tensor mapping, one class each; the family tables list them.
 
-Shapes use: V vocabulary, Vp padded vocabulary, h hidden size, d head dim, nq query heads,
-ng query groups (key/value heads), f MLP intermediate size, T tensor-parallel size.
+A mapping ties one Megatron tensor to the Hugging Face tensor(s) it is made of and owns
+everything about that pair:
 
-HF -> Megatron goes in two steps, so that the converter can write TP-independent global
-tensors and the loader can cut one rank's shard:
-  `to_global(rule, tensors, ...)`   HF tensors -> the global Megatron tensor (TP=1 layout,
-                                    which is also the dist_checkpointing layout);
-  `shard(rule, global, tp, rank)`   global tensor -> one TP rank's slice.
-Megatron -> HF inverts them: `unshard` (concatenate TP shards) then `to_hf`.
+  global_shape(hf_shapes, dims)   shape of the global (TP=1) Megatron tensor, which is also the
+                                  dist_checkpointing layout;
+  from_hf(src, names, dims, out)  HF rows read straight into their place in the global tensor
+                                  (no intermediate copies; `src` is an `HFSource`);
+  to_hf(full, dims)               the global tensor as HF tensors, each a list of row blocks
+                                  (views of `full`, for `HFStreamWriter.write_parts`);
+  hf_tensors(full, dims)          the same as contiguous tensors;
+  shard(full, tp, rank)           one tensor-parallel rank's slice;  unshard(shards) inverts it.
+
+Kinds (shapes use `hf_config.Dims`' letters, f the MLP width, T the TP size):
+  Copy        same tensor, optionally split along `tp_axis`.
+  QKV         q [nq*d, ...], k [ng*d, ...], v [ng*d, ...] -> [ng*(nq/ng + 2)*d, ...]: rows grouped
+              per query group g, [q heads of g; k_g; v_g] (Megatron's fused layout); TP splits
+              whole groups. Weights and biases alike.
+  GatedMLP    gate [f, h], up [f, h] -> fc1 [2f, h] = [gate; up] globally; each TP shard is
+              [gate_r; up_r] of [2f/T, h], the per-shard layout Megatron's fused SwiGLU expects.
+  VocabPadded [V, h] -> [Vp, h], zero rows appended; trimmed again on the way back.
+  Tied        the output layer of a tied model: read from the input embedding, padded like it,
+              and with no tensor of its own in a Megatron checkpoint or an HF export.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Optional, Protocol
 
 import torch
 
-from megatron_pacore.checkpoint.mapping import Rule
+from megatron_pacore.hf_config import Dims
+
+Shape = tuple[int, ...]
+
+
+class HFSource(Protocol):
+    """Where Hugging Face tensors are read from (`hf_io.HFCheckpoint`, `TensorSource`)."""
+
+    def shape(self, name: str) -> Shape: ...
+
+    def get_dtype(self, name: str) -> torch.dtype: ...
+
+    def read_rows(self, name: str, out: torch.Tensor, start: int = 0) -> torch.Tensor: ...
+
+
+class TensorSource:
+    """An `HFSource` over tensors in memory, {HF name: tensor}."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+
+    def shape(self, name: str) -> Shape:
+        return tuple(self.tensors[name].shape)
+
+    def get_dtype(self, name: str) -> torch.dtype:
+        return self.tensors[name].dtype
+
+    def read_rows(self, name: str, out: torch.Tensor, start: int = 0) -> torch.Tensor:
+        t = self.tensors[name]
+        out.copy_(t[start: start + out.shape[0]] if t.dim() else t)
+        return out
+
+
+def _read(src: HFSource, name: str, out: torch.Tensor, start: int = 0) -> None:
+    """Rows [start, start + len(out)) of `name` into `out`, cast if the stored dtype differs."""
+    if src.get_dtype(name) == out.dtype:
+        src.read_rows(name, out, start)
+    else:
+        out.copy_(src.read_rows(name, torch.empty(out.shape, dtype=src.get_dtype(name)), start))
 
 
 @dataclass(frozen=True)
-class Dims:
-    """The sizes the transforms need, read from a Hugging Face config."""
+class Mapping:
+    """One Megatron tensor and the Hugging Face tensors it is built from (kind: `Copy`)."""
 
-    num_heads: int
-    num_groups: int
-    head_dim: int
-    vocab_size: int
-    padded_vocab_size: int
+    megatron: str
+    """Canonical Megatron name; `{layer}` stands for the global layer index."""
+    hf: tuple[str, ...]
+    """Hugging Face names, in the order the mapping takes them."""
+    tp_axis: Optional[int] = None
+    """Axis split across tensor-parallel ranks; None when replicated."""
+
+    stored: ClassVar[bool] = True
+    """Has a tensor of its own in Megatron checkpoints and in Hugging Face exports."""
 
     @property
-    def heads_per_group(self) -> int:
-        return self.num_heads // self.num_groups
+    def per_layer(self) -> bool:
+        return "{layer}" in self.megatron
+
+    def megatron_name(self, layer: Optional[int] = None) -> str:
+        return self.megatron.format(layer=layer) if self.per_layer else self.megatron
+
+    def hf_names(self, layer: Optional[int] = None) -> tuple[str, ...]:
+        return tuple(n.format(layer=layer) for n in self.hf) if self.per_layer else self.hf
+
+    @property
+    def stored_key(self) -> str:
+        """Key under which dist_checkpointing stores the tensor (layers stacked on axis 0)."""
+        return self.megatron.replace("{layer}.", "") if self.per_layer else self.megatron
+
+    def global_shape(self, hf_shapes: list[Shape], dims: Dims) -> Shape:
+        return tuple(hf_shapes[0])
+
+    def from_hf(self, src: HFSource, names: tuple[str, ...], dims: Dims,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The global Megatron tensor, read into `out` (contiguous, of `global_shape`) or into a
+        new tensor of the first HF tensor's dtype."""
+        shape = self.global_shape([src.shape(n) for n in names], dims)
+        if out is None:
+            out = torch.empty(shape, dtype=src.get_dtype(names[0]))
+        elif tuple(out.shape) != shape or not out.is_contiguous():
+            raise ValueError(f"{names}: buffer {tuple(out.shape)} for global shape {shape}")
+        self._read_into(src, names, dims, out)
+        return out
+
+    def _read_into(self, src: HFSource, names: tuple[str, ...], dims: Dims, out: torch.Tensor) -> None:
+        _read(src, names[0], out)
+
+    def to_hf(self, full: torch.Tensor, dims: Dims) -> list[list[torch.Tensor]]:
+        return [[full]]
+
+    def hf_tensors(self, full: torch.Tensor, dims: Dims) -> list[torch.Tensor]:
+        """`to_hf` with each Hugging Face tensor as one contiguous tensor."""
+        return [parts[0].contiguous() if len(parts) == 1 else torch.cat(parts)
+                for parts in self.to_hf(full, dims)]
+
+    def shard(self, full: torch.Tensor, tp: int, rank: int) -> torch.Tensor:
+        if self.tp_axis is None or tp == 1:
+            return full
+        size = full.shape[self.tp_axis]
+        if size % tp:
+            raise ValueError(f"{self.megatron}: axis {self.tp_axis} of size {size} does not split over tp={tp}")
+        return full.chunk(tp, dim=self.tp_axis)[rank]
+
+    def unshard(self, shards: list[torch.Tensor]) -> torch.Tensor:
+        """TP shards (rank order) -> the global tensor; inverse of `shard`."""
+        if self.tp_axis is None or len(shards) == 1:
+            return shards[0]
+        return torch.cat(shards, dim=self.tp_axis)
 
 
-def padded_vocab_size(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
-    """Smallest multiple of divisible_by * tp that is >= vocab_size (Megatron-LM's rule)."""
-    multiple = divisible_by * tp
-    return -(-vocab_size // multiple) * multiple
+Copy = Mapping
 
 
-def interleave_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: Dims) -> torch.Tensor:
-    """q [nq*d, ...], k [ng*d, ...], v [ng*d, ...] -> [ng*(nq/ng + 2)*d, ...].
+@dataclass(frozen=True)
+class QKV(Mapping):
+    """q, k, v -> Megatron's fused QKV, interleaved per query group."""
 
-    Megatron's fused QKV rows are grouped per query group g: the nq/ng query heads of g, then
-    k_g, then v_g. Works for weights ([rows, h]) and biases ([rows]).
-    """
-    ng, hpg, d = dims.num_groups, dims.heads_per_group, dims.head_dim
-    rest = q.shape[1:]
-    if q.shape[0] != ng * hpg * d or k.shape[0] != ng * d or v.shape[0] != ng * d:
-        raise ValueError(
-            f"q/k/v rows {q.shape[0]}/{k.shape[0]}/{v.shape[0]} do not match heads={dims.num_heads}, "
-            f"kv_heads={ng}, head_dim={d}"
-        )
-    qg = q.reshape(ng, hpg * d, *rest)
-    kg = k.reshape(ng, d, *rest)
-    vg = v.reshape(ng, d, *rest)
-    return torch.cat([qg, kg, vg], dim=1).reshape(ng * (hpg + 2) * d, *rest)
+    def global_shape(self, hf_shapes: list[Shape], dims: Dims) -> Shape:
+        q, k, v = (s[0] for s in hf_shapes)
+        ng, hpg, d = dims.num_groups, dims.heads_per_group, dims.head_dim
+        if q != ng * hpg * d or k != ng * d or v != ng * d:
+            raise ValueError(f"{self.megatron}: q/k/v rows {q}/{k}/{v} do not match "
+                             f"heads={dims.num_heads}, kv_heads={ng}, head_dim={d}")
+        return (q + k + v, *hf_shapes[0][1:])
 
+    def _read_into(self, src, names, dims, out) -> None:
+        ng, hpg, d = dims.num_groups, dims.heads_per_group, dims.head_dim
+        q, k, v = names
+        grouped = out.view(ng, (hpg + 2) * d, *out.shape[1:])
+        for g in range(ng):
+            _read(src, q, grouped[g, : hpg * d], g * hpg * d)
+            _read(src, k, grouped[g, hpg * d: (hpg + 1) * d], g * d)
+            _read(src, v, grouped[g, (hpg + 1) * d:], g * d)
 
-def split_qkv(qkv: torch.Tensor, dims: Dims) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inverse of `interleave_qkv`: [ng*(nq/ng + 2)*d, ...] -> q, k, v."""
-    ng, hpg, d = dims.num_groups, dims.heads_per_group, dims.head_dim
-    rest = qkv.shape[1:]
-    grouped = qkv.reshape(ng, (hpg + 2) * d, *rest)
-    q, k, v = torch.split(grouped, [hpg * d, d, d], dim=1)
-    return (q.reshape(ng * hpg * d, *rest).contiguous(), k.reshape(ng * d, *rest).contiguous(),
-            v.reshape(ng * d, *rest).contiguous())
-
-
-def pad_vocab(weight: torch.Tensor, padded: int) -> torch.Tensor:
-    """[V, h] -> [Vp, h] with zero rows appended."""
-    if weight.shape[0] > padded:
-        raise ValueError(f"vocabulary of {weight.shape[0]} rows exceeds padded size {padded}")
-    if weight.shape[0] == padded:
-        return weight
-    return torch.cat([weight, weight.new_zeros(padded - weight.shape[0], *weight.shape[1:])])
+    def to_hf(self, full, dims) -> list[list[torch.Tensor]]:
+        ng, hpg, d = dims.num_groups, dims.heads_per_group, dims.head_dim
+        grouped = full.view(ng, (hpg + 2) * d, *full.shape[1:])
+        return [[grouped[g, : hpg * d] for g in range(ng)],
+                [grouped[g, hpg * d: (hpg + 1) * d] for g in range(ng)],
+                [grouped[g, (hpg + 1) * d:] for g in range(ng)]]
 
 
-def to_global(rule: Rule, tensors: list[torch.Tensor], dims: Dims) -> torch.Tensor:
-    """Hugging Face tensors of one rule -> the global (TP=1) Megatron tensor."""
-    if rule.transform == "qkv":
-        return interleave_qkv(*tensors, dims)
-    if rule.transform == "gate_up":
-        return torch.cat(tensors, dim=0)
-    if rule.transform in ("vocab", "tied"):
-        return pad_vocab(tensors[0], dims.padded_vocab_size)
-    return tensors[0]
+@dataclass(frozen=True)
+class GatedMLP(Mapping):
+    """gate, up -> fc1: [gate; up] globally, [gate_r; up_r] per TP shard."""
 
+    def global_shape(self, hf_shapes, dims) -> Shape:
+        return (sum(s[0] for s in hf_shapes), *hf_shapes[0][1:])
 
-def shard(rule: Rule, full: torch.Tensor, tp: int, rank: int) -> torch.Tensor:
-    """Global Megatron tensor -> the slice held by tensor-parallel `rank` of `tp`.
+    def _read_into(self, src, names, dims, out) -> None:
+        row = 0
+        for n in names:
+            rows = src.shape(n)[0]
+            _read(src, n, out[row: row + rows])
+            row += rows
 
-    gate_up: fc1 [2f, h] = [gate; up] -> [gate_r; up_r] of [2f/T, h], the per-shard layout
-    Megatron's fused SwiGLU expects. Everything else: contiguous chunk `rank` along tp_axis.
-    """
-    if rule.tp_axis is None or tp == 1:
-        return full
-    if rule.transform == "gate_up":
+    def to_hf(self, full, dims) -> list[list[torch.Tensor]]:
+        return [[t] for t in full.chunk(2, dim=0)]
+
+    def shard(self, full, tp, rank) -> torch.Tensor:
+        if self.tp_axis is None or tp == 1:
+            return full
         gate, up = full.chunk(2, dim=0)
         return torch.cat([gate.chunk(tp, dim=0)[rank], up.chunk(tp, dim=0)[rank]], dim=0)
-    size = full.shape[rule.tp_axis]
-    if size % tp:
-        raise ValueError(f"{rule.megatron}: axis {rule.tp_axis} of size {size} does not split over tp={tp}")
-    return full.chunk(tp, dim=rule.tp_axis)[rank]
 
-
-def unshard(rule: Rule, shards: list[torch.Tensor]) -> torch.Tensor:
-    """TP shards (rank order) -> the global Megatron tensor; inverse of `shard`."""
-    if rule.tp_axis is None or len(shards) == 1:
-        return shards[0]
-    if rule.transform == "gate_up":
+    def unshard(self, shards) -> torch.Tensor:
+        if self.tp_axis is None or len(shards) == 1:
+            return shards[0]
         halves = [s.chunk(2, dim=0) for s in shards]
         return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
-    return torch.cat(shards, dim=rule.tp_axis)
 
 
-def to_hf(rule: Rule, full: torch.Tensor, dims: Dims) -> list[torch.Tensor]:
-    """Global Megatron tensor -> the Hugging Face tensors of the rule, in `rule.hf` order."""
-    if rule.transform == "qkv":
-        return list(split_qkv(full, dims))
-    if rule.transform == "gate_up":
-        return [t.contiguous() for t in full.chunk(2, dim=0)]
-    if rule.transform in ("vocab", "tied"):
-        return [full[: dims.vocab_size].contiguous()]
-    return [full]
+@dataclass(frozen=True)
+class VocabPadded(Mapping):
+    """[V, h] -> [Vp, h] with zero rows appended; trimmed to V on the way back."""
+
+    def global_shape(self, hf_shapes, dims) -> Shape:
+        rows = hf_shapes[0][0]
+        if rows > dims.padded_vocab_size:
+            raise ValueError(f"vocabulary of {rows} rows exceeds padded size {dims.padded_vocab_size}")
+        return (dims.padded_vocab_size, *hf_shapes[0][1:])
+
+    def _read_into(self, src, names, dims, out) -> None:
+        rows = src.shape(names[0])[0]
+        _read(src, names[0], out[:rows])
+        out[rows:].zero_()
+
+    def to_hf(self, full, dims) -> list[list[torch.Tensor]]:
+        return [[full[: dims.vocab_size]]]
+
+
+@dataclass(frozen=True)
+class Tied(Mapping):
+    """The output layer of a tied model: the input embedding, padded like it, with no tensor
+    of its own (a Megatron checkpoint and an HF export hold only the embedding)."""
+
+    stored: ClassVar[bool] = False
+    global_shape = VocabPadded.global_shape
+    _read_into = VocabPadded._read_into
+    to_hf = VocabPadded.to_hf

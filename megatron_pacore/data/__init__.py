@@ -1,1 +1,9 @@
-"""data."""
+"""data: dataset IO, training records and sequence packing.
+
+io.py             problems in, results out (JSON lines) for inference and evaluation
+train_records.py  TrainRecord: a training problem with its cached message pool (JSONL/Parquet)
+packing.py        sequences laid end to end in token-budget micro-batches, and back
+balancing.py      which sequences go to which data-parallel rank and micro-batch
+sampler.py        each PPO iteration's problems and message sets, rendered as synthesis prompts
+jsonl.py          the one JSONL append/resume helper
+"""

@@ -5,8 +5,9 @@ Input rows come in two forms:
   - the benchmarks':        {"id": ..., "problem": "...", "answer": "...", ...}
 Every error names the file and the 1-based line number, or the row's id.
 
-Results are appended one line per finished problem and flushed at once, so a crash loses at
-most the problem in flight; `--resume` reads the ids already written and skips them.
+Results are appended one line per finished problem and flushed at once (data/jsonl.py), so a
+crash loses at most the problem in flight; `--resume` reads the ids already written and skips
+them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
+from megatron_pacore.data.jsonl import JsonlAppender
 from megatron_pacore.pacore.prompts import last_user_index
 from megatron_pacore.types import Problem
 
@@ -88,45 +90,24 @@ class JsonlWriter:
     """Appends one JSON object per line and flushes each, so nothing written is lost.
 
     With `resume=True` the existing file is kept and `done_ids` holds the ids it already has
-    (a torn last line from a crash is dropped and rewritten); without, an existing non-empty
-    file is an error rather than silently overwritten.
+    (a torn last line from a crash is dropped and rewritten: data/jsonl.py); without, an
+    existing non-empty file is an error rather than silently overwritten.
     """
 
     def __init__(self, path: PathLike, resume: bool = False, key: str = "id") -> None:
         self.path = Path(path)
         self.key = key
-        self.done_ids: set[str] = set()
-        if self.path.exists() and self.path.stat().st_size > 0:
-            if not resume:
-                raise ValueError(f"output {self.path} exists; pass --resume to continue it or choose another path")
-            self._load_existing()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
-
-    def _load_existing(self) -> None:
-        good: list[str] = []
-        with self.path.open(encoding="utf-8") as f:
-            lines = f.readlines()
-        for i, line in enumerate(lines, 1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines):  # torn last line of an interrupted run
-                    break
-                raise ValueError(f"{self.path}:{i}: malformed JSON in the output being resumed") from None
-            self.done_ids.add(str(row[self.key]))
-            good.append(line if line.endswith("\n") else line + "\n")
-        if len(good) != len(lines):
-            with self.path.open("w", encoding="utf-8") as f:
-                f.writelines(good)
+        if self.path.exists() and self.path.stat().st_size > 0 and not resume:
+            raise ValueError(f"output {self.path} exists; pass --resume to continue it or choose another path")
+        self._out = JsonlAppender(self.path, lambda row: str(row[key]), what="row of the output being resumed")
+        self.done_ids: set[str] = set(self._out.records)
 
     def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
+        self._out.append(row)
         self.done_ids.add(str(row[self.key]))
 
     def close(self) -> None:
-        self._file.close()
+        self._out.close()
 
     def __enter__(self) -> "JsonlWriter":
         return self

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from megatron_pacore.config import check_generation_fields
+from megatron_pacore.config import GenerationOptions, check_at_least
 from megatron_pacore.pacore.schedule import LEVELS, RoundSchedule
 
 METHODS = ("pacore", "single", "majority", "pass_at_k", "no_messages")
@@ -26,34 +26,40 @@ class Level:
         return self.schedule.widths[0]
 
 
-@dataclass
+def _csv(text: str) -> list[str]:
+    """"low,medium" -> ["low", "medium"] (the flag form of a list)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@dataclass(kw_only=True)
 class EvalConfig:
     """`pacore eval`: PaCoRe against self-consistency on one benchmark, with a report."""
 
-    model: str = ""  # checkpoint directory (in-process vLLM) or http(s):// server URL
-    report: str = ""  # output directory: results as they finish, report.md, metrics.json, plots
-    benchmark: str = DEFAULT_BENCHMARK  # JSONL of {"id", "problem", "answer"} rows
-    levels: Optional[list[str]] = None  # compute levels: low | medium | high
-    widths: Optional[list[str]] = None  # instead of levels: exploratory widths per level, e.g. ["4", "32,4"]
-    runs: int = 1  # independent repetitions; accuracy is averaged over them, with its standard error
-    methods: list[str] = field(default_factory=lambda: list(METHODS))  # subset of METHODS
-    pool: Optional[int] = None  # generate P first-round trajectories per problem once; runs draw from it
-    max_tokens: Optional[int] = None  # per trajectory
-    temperature: float = 1.0  # sampling temperature
-    top_p: float = 1.0  # nucleus sampling
-    seed: Optional[int] = None  # sampling seed (varied per request); also seeds the pool draws
-    concurrency: int = 64  # requests in flight per compute level
-    max_retries: int = 3  # extra attempts for a failed sample
-    reference_order: str = "released"  # order of messages in synthesis prompts
-    max_message_tokens: Optional[int] = None  # bound on a message; None as released
-    limit: Optional[int] = None  # only the first N problems
-    vllm_args: dict[str, Any] = field(default_factory=dict)  # in-process engine options
-    served_model_name: Optional[str] = None  # server model name (default: discovered)
-    grade_workers: Optional[int] = None  # math grading processes (default: CPU count)
-    grade_timeout_s: float = 10.0  # per-response grading limit
+    report: str = field(default="", metadata={"metavar": "DIR"})
+    """report directory: results as they finish, report.md, metrics.json, plots; rerun with it to resume"""
+    benchmark: str = DEFAULT_BENCHMARK
+    """JSONL of {id, problem, answer} rows"""
+    levels: Optional[list[str]] = field(default=None, metadata={"type": _csv})
+    """compute levels, comma-separated, of high, low, medium (default: low)"""
+    widths: Optional[list[str]] = field(default=None, metadata={"nargs": "+"})
+    """instead of levels: exploratory widths per level, e.g. --widths 4 16 32,4"""
+    runs: int = 1
+    """independent runs; accuracy is their mean, with its standard error"""
+    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"type": _csv})
+    """comma-separated subset of pacore,single,majority,pass_at_k,no_messages"""
+    pool: Optional[int] = field(default=None, metadata={"metavar": "P"})
+    """generate P first-round samples per problem once; each run draws from them"""
+    limit: Optional[int] = None
+    """only the first N problems"""
+    grade_workers: Optional[int] = None
+    """math grading processes (default: CPU count)"""
+    grade_timeout_s: float = field(default=10.0, metadata={"flag": "--grade-timeout"})
+    """seconds per graded response"""
+    generation: GenerationOptions
+    """model, sampling, concurrency and engine"""
 
     def __post_init__(self) -> None:
-        for name in ("model", "report", "benchmark"):
+        for name in ("report", "benchmark"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required")
         if self.levels is None and self.widths is None:
@@ -69,12 +75,11 @@ class EvalConfig:
         for m in self.methods:
             if m not in METHODS:
                 raise ValueError(f"methods: {m!r} is not one of {METHODS}")
-        if self.runs < 1:
-            raise ValueError(f"runs must be >= 1, got {self.runs}")
+        check_at_least("runs", self.runs, 1)
+        check_at_least("limit", self.limit, 1)
         widest = max(level.first_width for level in self.compute_levels())
         if self.pool is not None and self.pool < widest:
             raise ValueError(f"pool must be >= the widest first round ({widest}), got {self.pool}")
-        check_generation_fields(self)
         if self.grade_timeout_s <= 0:
             raise ValueError(f"grade_timeout_s must be > 0, got {self.grade_timeout_s}")
 
@@ -98,4 +103,10 @@ class EvalConfig:
         return [m for m in self.methods if m in ("pacore", "no_messages")]
 
     def generation_settings(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in GENERATION_FIELDS}
+        """What decides the engine's answers (GENERATION_FIELDS), flat, as in a report DIR's
+        config.json."""
+        g = self.generation
+        values = {"model": g.model, "benchmark": self.benchmark, "pool": self.pool,
+                  "reference_order": g.reference_order, "max_message_tokens": g.max_message_tokens,
+                  **{name: getattr(g.sampling, name) for name in ("max_tokens", "temperature", "top_p", "seed")}}
+        return {name: values[name] for name in GENERATION_FIELDS}

@@ -115,7 +115,7 @@ def final_outcome(result: Optional[ProblemResult], problem_id: str, grades: Grad
     """Outcome of a pipeline: its final message graded; a failed pipeline is wrong."""
     if result is None:
         raise ValueError(f"{problem_id}: pipeline result missing")
-    message = result.final_message if result.status == "ok" else None
+    message = result.final_message if result.status != "failed" else None
     return Outcome(verdict_of(grades, problem_id, message).score, result.test_time_tokens)
 
 

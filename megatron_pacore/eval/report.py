@@ -56,14 +56,18 @@ def render_markdown(cfg: EvalConfig, metrics: dict[str, Any], figures: dict[str,
     rows = [MethodMetrics(**r) for r in metrics["methods"]]
     widths = {name: ",".join(map(str, w)) for name, w in metrics["settings"]["levels"].items()}
     runs = cfg.runs
+    s = cfg.generation.sampling
     lines = [
         f"# PaCoRe evaluation on `{Path(cfg.benchmark).name}`",
         "",
-        f"- model: `{cfg.model}`",
+        f"- model: `{cfg.generation.model}`",
         f"- benchmark: `{cfg.benchmark}` ({metrics['problems']} problems)",
         f"- runs: {runs}; first-round samples: "
         + (f"drawn from a pool of {cfg.pool} per problem" if cfg.pool else "generated per run"),
-        f"- sampling: temperature {cfg.temperature}, top-p {cfg.top_p}, max tokens {cfg.max_tokens or 'model limit'}",
+        f"- sampling: temperature {s.temperature}, top-p {s.top_p}, max tokens {s.max_tokens or 'model limit'}",
+        *([f"- grading: math {metrics['grading']['math']} (rewards.math: strict grades only the last box of a "
+           "finished trajectory, lenient also final-line answer phrases and the last number)"]
+          if metrics.get("grading") else []),
         "",
         "## Accuracy",
         "",

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from megatron_pacore.eval.config import EvalConfig, Level
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig, derived_seed, sample_with_retries
-from megatron_pacore.types import Chat, Completion, GenerationRequest, Problem, ProblemResult, SamplingSettings, Trajectory
+from megatron_pacore.types import Chat, Completion, GenerationRequest, Problem, ProblemResult
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,6 @@ class Instance:
 class EvalData:
     samples: list[Samples] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
-
-
-def as_completion(t: Trajectory) -> Completion:
-    """A recorded trajectory handed back to the runner as the engine's answer."""
-    return Completion(text=t.text, completion_tokens=t.completion_tokens, prompt_tokens=t.prompt_tokens,
-                      finish_reason=t.finish_reason, reasoning=t.reasoning, error=t.error)
 
 
 class SharingGenerator:
@@ -123,16 +117,19 @@ class Collector:
         self.levels = cfg.compute_levels()
         self.generator = generator
         self.sharing = SharingGenerator(generator)
-        self.sampling = SamplingSettings(cfg.max_tokens, cfg.temperature, cfg.top_p, cfg.seed)
+        g = cfg.generation
+        self.sampling = g.sampling
+        self.seed = g.sampling.seed
+        self.max_retries = g.max_retries
         self.backoff_s = retry_backoff_s
         self.width = max(level.first_width for level in self.levels)
         self.runners = {
             level.name: PaCoReRunner(
                 self.sharing,
-                RunnerConfig(schedule=level.schedule, sampling=self.sampling, max_in_flight=cfg.concurrency,
-                             max_retries=cfg.max_retries, retry_backoff_s=retry_backoff_s,
-                             reference_order=cfg.reference_order, order_seed=cfg.seed or 0,
-                             max_message_tokens=cfg.max_message_tokens),
+                RunnerConfig(schedule=level.schedule, sampling=g.sampling, max_in_flight=g.concurrency,
+                             max_retries=g.max_retries, retry_backoff_s=retry_backoff_s,
+                             reference_order=g.reference_order, order_seed=self.seed or 0,
+                             max_message_tokens=g.max_message_tokens),
                 tokenize=tokenize, detokenize=detokenize,
             )
             for level in self.levels
@@ -143,23 +140,23 @@ class Collector:
 
     def _request(self, problem: Problem, name: str, n: int) -> GenerationRequest:
         request_id = f"{problem.id}/{name}"
-        return GenerationRequest(request_id, problem.messages, n, replace(self.sampling, seed=derived_seed(self.cfg.seed, request_id)))
+        return GenerationRequest(request_id, problem.messages, n, replace(self.sampling, seed=derived_seed(self.seed, request_id)))
 
     async def _pool(self, problem: Problem) -> list[Completion]:
         assert self.cfg.pool is not None and self._slots is not None
         return await sample_n(self.generator, self._request(problem, "pool", self.cfg.pool),
-                              self.cfg.max_retries, self.backoff_s, self._slots)
+                              self.max_retries, self.backoff_s, self._slots)
 
     async def first_round(self, problem: Problem, run: int) -> list[Completion]:
         """The `width` first-round samples of a problem in a run (drawn from the pool, if any)."""
         assert self._slots is not None
         if self.cfg.pool is None:
             return await sample_n(self.generator, self._request(problem, f"run{run}/first", self.width),
-                                  self.cfg.max_retries, self.backoff_s, self._slots)
+                                  self.max_retries, self.backoff_s, self._slots)
         if problem.id not in self._pools:
             self._pools[problem.id] = asyncio.ensure_future(self._pool(problem))
         pool = await self._pools[problem.id]
-        draw = random.Random(f"{self.cfg.seed}|{problem.id}|{run}").sample(range(len(pool)), self.width)
+        draw = random.Random(f"{self.seed}|{problem.id}|{run}").sample(range(len(pool)), self.width)
         return [pool[i] for i in draw]
 
     async def _pipelines(self, problem: Problem, run: int, level: Level, first: list[Completion]) -> Instance:
@@ -176,7 +173,8 @@ class Collector:
             self.sharing.share(f"{nm}/r1", instance.first)
             if instance.pacore is not None:
                 for record in instance.pacore.rounds[1 : rounds - 1]:
-                    self.sharing.share(f"{nm}/r{record.round}", [as_completion(t) for t in record.trajectories])
+                    # A Trajectory is a Completion: the recorded round is the engine's answer.
+                    self.sharing.share(f"{nm}/r{record.round}", record.trajectories)
             self.sharing.replace_chat(f"{nm}/r{rounds}", problem.messages)
             instance.no_messages = await runner.run_problem(replace(problem, id=nm))
             self._tick()
@@ -193,7 +191,7 @@ class Collector:
 
     async def collect(self, problems: Sequence[Problem], progress: bool = True) -> EvalData:
         """Every sample and pipeline of the evaluation, problems and runs in parallel."""
-        self._slots = asyncio.Semaphore(self.cfg.concurrency)
+        self._slots = asyncio.Semaphore(self.cfg.generation.concurrency)
         pipelines = len(problems) * self.cfg.runs * len(self.levels) * len(self.cfg.synthesis_methods)
         self._bar = tqdm(total=pipelines, desc="pipelines", unit="pipeline", disable=not progress or not pipelines)
         try:

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
+from megatron_pacore.data.jsonl import JsonlAppender
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.types import Completion, GenerationRequest
 
@@ -36,6 +37,10 @@ def _completion_row(c: Completion) -> dict:
             "finish_reason": c.finish_reason, "reasoning": c.reasoning, "error": c.error}
 
 
+def _parse_record(row: dict) -> tuple[tuple[str, int], str, list[Completion]]:
+    return (row["request_id"], int(row["call"])), row["fingerprint"], [Completion(**c) for c in row["completions"]]
+
+
 class RecordingGenerator:
     """A Generator that records every call of `inner` under `directory` and replays it.
 
@@ -47,31 +52,13 @@ class RecordingGenerator:
     def __init__(self, inner: Optional[Generator], directory: Path) -> None:
         self.inner = inner
         self.path = Path(directory) / GENERATIONS
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stored: dict[tuple[str, int], tuple[str, list[Completion]]] = {}
         self._calls: dict[str, int] = {}
         self.generated = 0
         self.replayed = 0
-        if self.path.exists():
-            self._load()
-        self._file = self.path.open("a", encoding="utf-8")
-
-    def _load(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        good = []
-        for i, line in enumerate(lines, 1):
-            try:
-                row = json.loads(line)
-                key = (row["request_id"], int(row["call"]))
-                completions = [Completion(**c) for c in row["completions"]]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                if i == len(lines):  # torn last line of an interrupted run: drop it
-                    break
-                raise ValueError(f"{self.path}:{i}: unreadable generation record ({e})") from None
-            self._stored[key] = (row["fingerprint"], completions)
-            good.append(line if line.endswith("\n") else line + "\n")
-        if len(good) != len(lines):
-            self.path.write_text("".join(good), encoding="utf-8")
+        self._file = JsonlAppender(self.path, _parse_record, what="generation record")
+        for key, digest, completions in self._file.records:  # a later record of a key wins
+            self._stored[key] = (digest, completions)
 
     @property
     def stored(self) -> int:
@@ -97,10 +84,8 @@ class RecordingGenerator:
         # Whole-request failures come back as an exception and are not recorded: a rerun
         # asks again. Sample failures are recorded like any result (the runner retries them).
         self._stored[key] = (digest, completions)
-        self._file.write(json.dumps({"request_id": request.request_id, "call": call, "fingerprint": digest,
-                                     "completions": [_completion_row(c) for c in completions]},
-                                    ensure_ascii=False) + "\n")
-        self._file.flush()
+        self._file.append({"request_id": request.request_id, "call": call, "fingerprint": digest,
+                           "completions": [_completion_row(c) for c in completions]})
         self.generated += 1
         return completions
 

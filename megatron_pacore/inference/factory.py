@@ -1,9 +1,13 @@
-"""make_generator: `--model DIR_OR_URL` to a Generator."""
+"""`--model DIR_OR_URL` (config.GenerationOptions.engine_kwargs()) to a ModelGenerator.
+
+This package does not import config/ (config's checks import the method, pacore/, whose
+runner imports this package's Generator protocol): the caller passes the options' values.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from megatron_pacore.inference.base import Generator
+from megatron_pacore.inference.base import ModelGenerator
 
 
 def is_url(model: str) -> bool:
@@ -16,7 +20,7 @@ def make_generator(
     served_model_name: Optional[str] = None,
     stream: bool = False,
     chat_template_kwargs: Optional[dict[str, Any]] = None,
-) -> Generator:
+) -> ModelGenerator:
     """An OpenAI-compatible client for an http(s) URL, else an in-process vLLM engine over the
     checkpoint directory `model` (engine options in `vllm_args`)."""
     if is_url(model):
@@ -33,22 +37,15 @@ def make_generator(
     return VLLMGenerator(model, engine_args=vllm_args, chat_template_kwargs=chat_template_kwargs)
 
 
-async def open_generator(
-    model: str,
-    vllm_args: Optional[dict[str, Any]] = None,
-    served_model_name: Optional[str] = None,
-    stream: bool = False,
-) -> Generator:
-    """`make_generator`, then for a server a reachability check, so that a wrong URL fails in
-    seconds (GenerationError naming it) rather than after the runner's retries."""
-    generator = make_generator(model, vllm_args, served_model_name, stream)
-    check = getattr(generator, "check", None)
-    if check is not None:
-        try:
-            await check()
-        except BaseException:
-            await generator.close()
-            raise
+async def open_generator(**kwargs: Any) -> ModelGenerator:
+    """`make_generator(**kwargs)`, then its reachability check (closed again if the check
+    fails). kwargs: `GenerationOptions.engine_kwargs()`."""
+    generator = make_generator(**kwargs)
+    try:
+        await generator.check()
+    except BaseException:
+        await generator.close()
+        raise
     return generator
 
 
@@ -56,10 +53,10 @@ Tokenize = Callable[[str], list[int]]
 Detokenize = Callable[[list[int]], str]
 
 
-def tokenizer_fns(generator: Any) -> tuple[Optional[Tokenize], Optional[Detokenize]]:
-    """(tokenize, detokenize) with an in-process engine's tokenizer, for the exact
-    `max_message_tokens` bound; (None, None) for a server, where the bound counts words."""
-    tok = getattr(generator, "tokenizer", None)
+def tokenizer_fns(generator: ModelGenerator) -> tuple[Optional[Tokenize], Optional[Detokenize]]:
+    """(tokenize, detokenize) with the model's tokenizer, for the exact `max_message_tokens`
+    bound; (None, None) where it has none (a server), and the bound counts words."""
+    tok = generator.tokenizer
     if tok is None:
         return None, None
     return (lambda s: tok.encode(s, add_special_tokens=False)), (lambda ids: tok.decode(ids))

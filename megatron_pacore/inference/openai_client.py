@@ -173,6 +173,7 @@ class OpenAIGenerator:
         self.base_url = normalize_base_url(base_url)
         self.url = f"{self.base_url}/chat/completions"
         self.model = model
+        self.tokenizer = None  # the server's stays with it (ModelGenerator.tokenizer)
         self.stream = stream
         self.connect_timeout_s = connect_timeout_s
         self.extra_body = dict(extra_body or {})

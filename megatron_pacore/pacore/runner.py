@@ -11,6 +11,11 @@ soon as its own round ends, with no barrier across problems, so the engine's bat
 A semaphore bounds the requests in flight. Failed samples are retried with exponential
 backoff; one that still fails is kept with its error, never dropped. A round goes on with the
 messages that exist; a problem left with none is marked failed with the reason.
+
+A result's `status` says what happened: "ok" (every sample of every round succeeded),
+"degraded" (finished, but some samples failed after their retries: `failed_samples` counts
+them per round), "failed" (no final response; `error` says why). An exception while running
+one problem (in the `on_round` callback, in compaction, ...) fails that problem only.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from typing import AsyncIterator, Callable, Iterable, Optional
 
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.pacore.compaction import compact_bounded
-from megatron_pacore.pacore.ordering import ORDERS, reference_order
+from megatron_pacore.pacore.ordering import reference_order
 from megatron_pacore.pacore.prompts import round_messages
 from megatron_pacore.pacore.schedule import RoundSchedule
 from megatron_pacore.types import (
@@ -104,7 +109,7 @@ async def sample_with_retries(
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    """How the runner drives the engine."""
+    """How the runner drives the engine (built from config.GenerationOptions by the jobs)."""
 
     schedule: RoundSchedule
     sampling: SamplingSettings = SamplingSettings()
@@ -121,16 +126,11 @@ class RunnerConfig:
     max_message_tokens: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        # The limits of the fields that come from the user (max_in_flight = concurrency,
+        # max_retries, reference_order, max_message_tokens) are checked once, where they are
+        # configured: config.GenerationOptions.
         if self.retry_backoff_s < 0:
             raise ValueError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
-        if self.reference_order not in ORDERS:
-            raise ValueError(f"reference_order must be one of {ORDERS}, got {self.reference_order!r}")
-        if self.max_message_tokens is not None and self.max_message_tokens < 1:
-            raise ValueError(f"max_message_tokens must be >= 1 or None, got {self.max_message_tokens}")
 
 
 class PaCoReRunner:
@@ -163,17 +163,9 @@ class PaCoReRunner:
 
     def _trajectory(self, completion: Completion, attempts: int) -> Trajectory:
         if not completion.ok:
-            return Trajectory(
-                text="", message="", completion_tokens=completion.completion_tokens,
-                finish_reason=completion.finish_reason, error=completion.error,
-                prompt_tokens=completion.prompt_tokens, attempts=attempts,
-            )
+            return Trajectory.of(completion, message="", attempts=attempts)
         c = compact_bounded(completion.text, self.config.max_message_tokens, self._tokenize, self._detokenize)
-        return Trajectory(
-            text=completion.text, message=c.message, completion_tokens=completion.completion_tokens,
-            finish_reason=completion.finish_reason, prompt_tokens=completion.prompt_tokens,
-            reasoning=completion.reasoning, attempts=attempts, message_truncated_chars=c.truncated_chars,
-        )
+        return Trajectory.of(completion, message=c.message, attempts=attempts, message_truncated_chars=c.truncated_chars)
 
     async def sample(self, request: GenerationRequest) -> list[tuple[Completion, int]]:
         """`sample_with_retries` under this runner's retry policy and in-flight bound."""
@@ -202,14 +194,23 @@ class PaCoReRunner:
             )
             rounds.append(record)
             if self._on_round is not None:
-                self._on_round(problem.id, record)
+                try:
+                    self._on_round(problem.id, record)
+                except Exception as e:
+                    return ProblemResult(
+                        id=problem.id, rounds=rounds, final_response=None, final_message=None,
+                        seconds=time.perf_counter() - start, status="failed",
+                        error=f"round {r}: on_round callback raised {type(e).__name__}: {e}",
+                        answer=problem.answer,
+                    )
 
             # Messages of this round, for the next. Failed samples and empty messages carry
-            # nothing to synthesise (the release drops empty responses too). The final round
-            # only needs a trajectory that did not fail.
+            # nothing to synthesise; as in the release, all K are ordered first and those are
+            # dropped after (ordering.py). The final round only needs a trajectory that did
+            # not fail.
             final_round = r == self.config.schedule.num_rounds
-            usable = [i for i, t in enumerate(trajectories) if t.ok and (t.message or final_round)]
-            if not usable:
+            keep = [t.ok and bool(t.message or final_round) for t in trajectories]
+            if not any(keep):
                 errors = sorted({t.error for t in trajectories if t.error})
                 why = (
                     f"round {r}: all {width} trajectories failed ({'; '.join(errors)})"
@@ -223,23 +224,37 @@ class PaCoReRunner:
                 )
             if final_round:
                 break
-            texts = [trajectories[i].text for i in usable]
-            ranks = reference_order(texts, self.config.reference_order, self.config.order_seed, f"{problem.id}/{r}")
-            order = [usable[i] for i in ranks]
+            order = reference_order([t.text for t in trajectories], self.config.reference_order,
+                                    self.config.order_seed, f"{problem.id}/{r}", keep=keep)
             references = [trajectories[i].message for i in order]
 
         final = next(t for t in rounds[-1].trajectories if t.ok)
+        degraded = any(not t.ok for record in rounds for t in record.trajectories)
         return ProblemResult(
             id=problem.id, rounds=rounds, final_response=final.text, final_message=final.message,
             seconds=time.perf_counter() - start, answer=problem.answer,
+            status="degraded" if degraded else "ok",
         )
+
+    async def _run_problem_safely(self, problem: Problem) -> ProblemResult:
+        """`run_problem`, with any exception turned into that problem's failed result."""
+        start = time.perf_counter()
+        try:
+            return await self.run_problem(problem)
+        except Exception as e:
+            log.exception("%s: the run raised", problem.id)
+            return ProblemResult(
+                id=problem.id, rounds=[], final_response=None, final_message=None,
+                seconds=time.perf_counter() - start, status="failed",
+                error=f"{type(e).__name__}: {e}", answer=problem.answer,
+            )
 
     # -- many problems -------------------------------------------------------------------
 
     async def run(self, problems: Iterable[Problem]) -> AsyncIterator[ProblemResult]:
         """Yields each problem's result as soon as it finishes (not in input order)."""
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
-        tasks = [asyncio.create_task(self.run_problem(p)) for p in problems]
+        tasks = [asyncio.create_task(self._run_problem_safely(p)) for p in problems]
         try:
             for done in asyncio.as_completed(tasks):
                 yield await done

@@ -1,14 +1,17 @@
-"""Sandbox server: supervises test runs. Run as a script: `python -I -B _sandbox_boot.py UID`.
+"""Sandbox server: supervises test runs. Run as a script: `python -I -S -B _sandbox_boot.py UID`.
 
 Standard library only, and run as a script (never imported by the package), because it is the
 first thing the sandbox process executes. It serves test runs for one sandbox uid: a JSON
 config per line on stdin (written by `sandbox.py`), a JSON report per line on stdout. The
 layers, outermost first:
 
-1. Namespaces (as root): a new network namespace (only a loopback that is down: nothing to
-   connect to) and a new mount namespace in which every mount is remounted read-only except
-   the run's work directory. Without root: a user namespace is tried for the same; failing
-   that, the audit hook of layer 4 is the only network/filesystem guard, and the report says so.
+1. Namespaces. With bubblewrap (`sandbox.py` starts this server inside `bwrap`, level
+   "bwrap"): mount, PID, IPC, UTS and network namespaces (plus a user namespace off root), a
+   read-only root holding only the Python runtime, a private read-only /tmp, a /proc of the
+   sandbox's own PID namespace, no_new_privs. Without it (level "unshare", after a loud
+   warning on the host): per run, as root, a new network namespace and a new mount namespace
+   in which every mount is remounted read-only except the run's work directory; off root a
+   user namespace is tried for the same. A remount that fails is reported, never hidden.
 2. Identity (as root): the program runs under a uid/gid of its own (unique per grader slot), so
    RLIMIT_NPROC counts only its processes, the host's files answer with permission errors, and
    every process it leaves behind can be killed by uid, even one that called setsid().
@@ -16,15 +19,20 @@ layers, outermost first:
    file), RLIMIT_NOFILE, RLIMIT_CORE=0, a larger RLIMIT_STACK for deep recursion; a wall-clock
    deadline enforced here with SIGKILL.
 4. A `sys.addaudithook` hook: writes outside the work directory, process creation, signals,
-   sockets and /proc/*/environ end the program with verdict `sandbox_violation`. It gives
-   ordinary Python programs a clear verdict; layers 1-3 hold against code that bypasses it
-   (ctypes), and the tests check both.
+   sockets, /proc, and everything that reaches into the interpreter (frames, gc object walks,
+   ctypes, tracing, code objects built by hand, marshal) end the program with verdict
+   `sandbox_violation`. It gives ordinary Python programs a clear verdict and keeps the
+   harness's state (`_sandbox_harness.py`) out of the program's reach; layers 1-3 hold on
+   their own (the tests check them with the hook off).
+5. The verdict: the harness reports on a pipe, each line prefixed by a per-run nonce that only
+   the harness holds; lines without it (a program writing a fake "ok" to every fd) make the
+   run a `sandbox_violation`, and no line at all (a program that called os._exit) leaves the
+   status empty, which the host grades as a runtime error.
 
 This supervisor is a child subreaper: orphans of the program are re-parented to it, so every
 process is reaped and none is left to the host.
 """
 import ctypes
-import errno
 import json
 import os
 import resource
@@ -32,13 +40,12 @@ import select
 import signal
 import sys
 import time
-import traceback
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 36, 38
 _MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
                 "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -83,7 +90,8 @@ def _hide(hide, expose):
 
 
 def isolate(work_dir, hide=(), expose=()):
-    """Layer 1. Returns (network, filesystem) guard names for the report."""
+    """Layer 1 without bubblewrap. Returns (network, filesystem) guard names for the report:
+    filesystem is "read-only-mounts" only when every remount succeeded."""
     as_root = os.geteuid() == 0
     flags = CLONE_NEWNET | CLONE_NEWNS if as_root else CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS
     if _LIBC.unshare(flags) != 0:
@@ -92,6 +100,7 @@ def isolate(work_dir, hide=(), expose=()):
         _mount(None, "/", MS_REC | MS_PRIVATE)  # nothing below propagates to the host
         _hide(hide, expose)
         _mount(work_dir, work_dir, MS_BIND)  # the work dir becomes its own writable mount
+        failed = 0
         for point, keep in _mountinfo():
             if point != work_dir:
                 try:
@@ -99,7 +108,8 @@ def isolate(work_dir, hide=(), expose=()):
                 except OSError:
                     if point == "/":
                         raise
-        return "netns", "read-only-mounts"
+                    failed += 1
+        return "netns", "read-only-mounts" if not failed else f"read-only-mounts-except-{failed}"
     except OSError:
         return "netns", "audit-hook"
 
@@ -121,6 +131,9 @@ def set_limits(limits):
 
 
 _BLOCKED_EVENTS = frozenset({
+    "sys._getframe", "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "code.__new__",
+    "function.__new__", "sys.addaudithook",
     "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
     "subprocess.Popen", "os.kill", "os.killpg", "signal.pthread_kill", "pty.spawn",
     "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
@@ -133,6 +146,8 @@ _PATH_EVENTS = {
     "os.truncate": (0,), "os.utime": (0,), "shutil.rmtree": (0,), "shutil.copyfile": (1,),
     "os.mkfifo": (0,), "os.mknod": (0,),
 }
+# Attribute reads that lead to frames (audited as object.__getattr__).
+_FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_globals", "f_locals"})
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -162,13 +177,15 @@ def install_audit_hook(work_dir, report):
             full = resolve(path)
             if full is None:
                 return
-            if full.startswith("/proc/") and full.endswith("/environ"):
-                violation(f"read of {full}")
+            if full == "/proc" or full.startswith("/proc/"):
+                violation(f"open of {full}")
             writing = (flags or 0) & _WRITE_FLAGS or (mode is not None and any(c in mode for c in "wax+"))
             if writing and outside(path):
                 violation(f"write outside the sandbox: {full}")
-        elif event in _BLOCKED_EVENTS:
-            violation(f"{event} {args!r}")
+        elif event in _BLOCKED_EVENTS or event.startswith("ctypes."):
+            violation(f"{event}")
+        elif event == "object.__getattr__" and len(args) > 1 and args[1] in _FRAME_ATTRS:
+            violation(f"frame access ({args[1]})")
         elif event in _PATH_EVENTS:
             for i in _PATH_EVENTS[event]:
                 if i < len(args) and outside(args[i]):
@@ -177,10 +194,21 @@ def install_audit_hook(work_dir, report):
     sys.addaudithook(hook)
 
 
-def child(cfg, status_fd, fds):
-    """The program's process: limits, identity, hook, then the solution (and assert test)."""
+def _no_frames(*args):
+    raise ValueError("frames are not available in the sandbox")
+
+
+def child(cfg, status_fd, fds, nonce, run):
+    """The program's process: limits, identity, hook, then the harness runs the solution
+    (and its assert test). `report` is the only writer of verdict lines."""
+    write, exit_ = os.write, os._exit
+
     def report(status, detail=""):
-        os.write(status_fd, (json.dumps({"status": status, "detail": detail}) + "\n").encode())
+        line = f"{nonce} {status} {detail.encode('utf-8', 'replace').hex()}\n"
+        try:
+            write(status_fd, line.encode())
+        except OSError:
+            pass
 
     try:
         os.setsid()
@@ -200,52 +228,14 @@ def child(cfg, status_fd, fds):
         os.closerange(3, status_fd)
         os.closerange(status_fd + 1, 4096)
         sys.argv = ["solution.py"]
-        install_audit_hook(cfg["work_dir"], report)
+        sys._getframe = _no_frames  # namedtuple, enum, warnings, logging cope with ValueError
+        del sys._current_frames
+        if cfg.get("audit_hook", True):
+            install_audit_hook(cfg["work_dir"], report)
     except BaseException as e:  # a setup failure is the grader's, not the program's
         report("setup_error", f"{type(e).__name__}: {e}")
-        os._exit(0)
-
-    def fail(e):
-        if isinstance(e, MemoryError):
-            report("memory", "MemoryError")
-        elif isinstance(e, OSError) and e.errno == errno.EFBIG:
-            report("output_limit", "file size limit reached")
-        else:
-            traceback.print_exc()
-            report("runtime_error", f"{type(e).__name__}: {e}"[:300])
-        _flush()
-        os._exit(1)
-
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-    try:
-        exec(compile(source, "solution.py", "exec"), namespace)
-    except SystemExit as e:
-        if e.code not in (None, 0):
-            report("runtime_error", f"exit status {e.code}")
-            _flush()
-            os._exit(1)
-        if test_code is not None:
-            report("runtime_error", "the solution exited before the test ran")
-            os._exit(1)
-    except BaseException as e:
-        fail(e)
-    if test_code is not None:
-        try:
-            exec(compile(test_code, "test.py", "exec"), namespace)
-        except AssertionError as e:
-            report("wrong_answer", f"assertion failed: {e}"[:300])
-            os._exit(1)
-        except SystemExit as e:
-            report("runtime_error", f"the test exited with {e.code}")
-            os._exit(1)
-        except BaseException as e:
-            fail(e)
-    try:
-        sys.stdout.flush()
-    except BaseException as e:
-        fail(e)
-    report("ok")
-    os._exit(0)
+        exit_(0)
+    run(source, test_code, report, exit_)
 
 
 def _flush():
@@ -336,14 +326,19 @@ def supervise(cfg):
         os.open(cfg["stdout_path"], os.O_WRONLY | os.O_TRUNC),
         os.open(cfg["stderr_path"], os.O_WRONLY | os.O_TRUNC),
     ]
-    network, filesystem = isolate(cfg["work_dir"], cfg.get("hide", ()), cfg.get("expose", ()))
+    if cfg.get("level") == "bwrap":
+        network, filesystem = "netns", "bwrap-minimal-root"
+    else:
+        network, filesystem = isolate(cfg["work_dir"], cfg.get("hide", ()), cfg.get("expose", ()))
     _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     read_end, write_end = os.pipe()
+    nonce = os.urandom(16).hex()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        child(cfg, write_end, fds)
+        child(cfg, write_end, fds, nonce, _HARNESS[0])
         os._exit(0)  # not reached
     os.close(write_end)
     for fd in fds:
@@ -351,19 +346,17 @@ def supervise(cfg):
     status, usage, timed_out = _wait(pid, limits["wall_s"])
     wall = time.monotonic() - start
     sweep(cfg["uid"], pid)
-    os.set_blocking(read_end, False)
-    try:
-        lines = os.read(read_end, 65536).decode("utf-8", "replace").splitlines()
-    except BlockingIOError:
-        lines = []
-    try:
-        first = json.loads(lines[0])
-        assert isinstance(first, dict)
-    except (IndexError, ValueError, AssertionError):
-        first = {"status": None, "detail": ""}
+    verdict, detail = read_verdict(read_end, nonce)
+    os.close(read_end)
+    if cfg.get("level") == "bwrap":
+        level = "bwrap"
+    elif network == "netns" and filesystem == "read-only-mounts":
+        level = "unshare"
+    else:
+        level = "audit-hook"
     return {
-        "status": first.get("status"),
-        "detail": first.get("detail", ""),
+        "status": verdict,
+        "detail": detail,
         "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "wall_timeout": timed_out,
@@ -372,7 +365,56 @@ def supervise(cfg):
         "max_rss_kb": usage.ru_maxrss,
         "network": network,
         "filesystem": filesystem,
+        "isolation": level,
+        "audit_hook": cfg.get("audit_hook", True),
     }
+
+
+def read_verdict(fd, nonce, limit=1 << 20):
+    """(status, detail) from the status pipe: the first line that carries `nonce`. Any other
+    text on the pipe was written by the program: `sandbox_violation`. No line: (None, "")."""
+    os.set_blocking(fd, False)
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    verdict, forged = None, False
+    for line in data.split(b"\n"):
+        parts = line.split(b" ")
+        if len(parts) == 3 and parts[0] == nonce.encode() and verdict is None:
+            try:
+                verdict = (parts[1].decode(), bytes.fromhex(parts[2].decode()).decode("utf-8", "replace"))
+            except ValueError:
+                forged = True
+        elif line.strip():
+            forged = True
+    if forged:
+        return "sandbox_violation", "the program wrote to the grader's verdict channel"
+    return verdict if verdict is not None else (None, "")
+
+
+PR_SET_DUMPABLE = 4
+_HARNESS = []
+
+
+def _exit_builtin(code=None):
+    """exit() / quit() as `site` defines them: raise SystemExit."""
+    raise SystemExit(code)
+
+
+def load_harness():
+    """`run` of `_sandbox_harness.py`, executed into a private namespace (not a module of
+    sys.modules, so a program cannot reach it) while the interpreter is still pristine."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_harness.py")
+    namespace = {"__name__": "_sandbox_harness", "__file__": path}
+    with open(path, encoding="utf-8") as f:
+        exec(compile(f.read(), path, "exec"), namespace)
+    return namespace["make_harness"]()
 
 
 def _read_line(fd, buffer):
@@ -395,6 +437,12 @@ def serve(uid):
     if os.geteuid() == 0 and uid <= 0:
         sys.exit("the sandbox uid must not be root")
     _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # the program cannot ptrace or read /proc of us
+    import builtins
+
+    if not hasattr(builtins, "exit"):  # python -S: the `site` module did not add them
+        builtins.exit = builtins.quit = _exit_builtin
+    _HARNESS.append(load_harness())
     buffer = b""
     while True:
         line, buffer = _read_line(0, buffer)
@@ -422,7 +470,7 @@ def serve(uid):
         os.waitpid(pid, 0)
         if not out.strip():  # the supervisor died: clean up after it here
             sweep(uid, pid)
-            out = json.dumps({"status": "setup_error", "detail": "the supervisor died"}).encode() + b"\n"
+            out = json.dumps({"status": None, "detail": "the supervisor died"}).encode() + b"\n"
         else:
             try:
                 while os.waitpid(-1, os.WNOHANG)[0]:

@@ -11,6 +11,13 @@ Every test runs in its own sandboxed process (`sandbox.py`), several at once. A 
 one of VERDICTS; a program over the output-size limit gets `sandbox_violation` (the cap is a
 sandbox limit like the others). The reward of a response is its pass rate; a response without
 a Python block scores 0 on every test.
+
+Assert tests are run by a harness the program cannot talk out of its verdict
+(`_sandbox_harness.py`): its builtins are captured before the program runs, the values that
+reach the test's comparisons must be plain data (a rigged `__eq__` fails), and the verdict
+travels with a nonce the program never sees. Every verdict records the sandbox's isolation
+level (`sandbox.ISOLATION_LEVELS`); `require_isolation` (CodeGraderConfig) refuses to grade
+without bubblewrap's namespaces.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from megatron_pacore.rewards.isolation import bwrap_status
 from megatron_pacore.rewards.sandbox import Execution, SandboxLimits, SandboxPool, default_pool
 
 VERDICTS = ("passed", "wrong_answer", "timeout", "memory", "runtime_error", "sandbox_violation")
@@ -104,6 +112,8 @@ class TestVerdict:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     stdout: str = ""
+    # The sandbox's isolation level (sandbox.ISOLATION_LEVELS); None when nothing ran.
+    isolation: Optional[str] = None
 
     @property
     def passed(self) -> bool:
@@ -118,7 +128,8 @@ def judge(run: Execution, test: dict, limits: SandboxLimits) -> TestVerdict:
     status, detail, sig = report.get("status"), report.get("detail", ""), report.get("signal")
 
     def verdict(name: str, why: str = "") -> TestVerdict:
-        return TestVerdict(name, why, report.get("wall_s", 0.0), report.get("cpu_s", 0.0), stdout[:2000])
+        return TestVerdict(name, why, report.get("wall_s", 0.0), report.get("cpu_s", 0.0), stdout[:2000],
+                           report.get("isolation"))
 
     if status == "sandbox_violation":
         return verdict("sandbox_violation", detail)
@@ -145,15 +156,15 @@ def judge(run: Execution, test: dict, limits: SandboxLimits) -> TestVerdict:
 
 
 def run_test(source: str, test: dict, limits: SandboxLimits = SandboxLimits(),
-             pool: Optional[SandboxPool] = None) -> TestVerdict:
+             pool: Optional[SandboxPool] = None, audit_hook: bool = True) -> TestVerdict:
     """Runs `source` on one test, `{"input", "output"}` or `{"code"}`, in a sandbox of `pool`
-    (default: the process-wide pool)."""
+    (default: the process-wide pool). `audit_hook=False` only to test the kernel layers."""
     check_tests([test])
     pool = pool or default_pool()
     if "code" in test:
-        run = pool.execute(source, test["code"], "", limits)
+        run = pool.execute(source, test["code"], "", limits, audit_hook)
     else:
-        run = pool.execute(source, None, test.get("input", ""), limits)
+        run = pool.execute(source, None, test.get("input", ""), limits, audit_hook)
     return judge(run, test, limits)
 
 
@@ -167,6 +178,32 @@ class CodeResult:
     details: list[TestVerdict] = field(default_factory=list)
     error: Optional[str] = None
     code: Optional[str] = None
+    # The sandbox's isolation level (sandbox.ISOLATION_LEVELS).
+    isolation: Optional[str] = None
+
+
+@dataclass(kw_only=True)
+class CodeGraderConfig:
+    """The code grader's settings (the trainer's code reward is built from one)."""
+
+    # Concurrent sandboxes; None: the CPU count.
+    workers: Optional[int] = None
+    # Resource limits of every test execution.
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    # Refuse to grade unless bubblewrap's namespaces isolate the programs (on for training:
+    # a policy under RL searches every hole). Off, the grader falls back with a warning and
+    # records the weaker isolation level in every verdict.
+    require_isolation: bool = True
+    # "auto" (bwrap, else the fallback), "bwrap" or "unshare" (the fallback, for tests).
+    isolation: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"CodeGraderConfig.workers must be >= 1 or None, got {self.workers}")
+        if self.isolation not in ("auto", "bwrap", "unshare"):
+            raise ValueError(f"CodeGraderConfig.isolation must be 'auto', 'bwrap' or 'unshare', got {self.isolation!r}")
+        if self.require_isolation and self.isolation == "unshare":
+            raise ValueError("CodeGraderConfig.isolation='unshare' contradicts require_isolation=True")
 
 
 class CodeGrader:
@@ -175,12 +212,23 @@ class CodeGrader:
     Args:
         workers: sandboxes at once (default: the CPU count).
         limits: resource limits of every test execution.
+        require_isolation: raise unless the sandboxes get bubblewrap's namespaces.
+        isolation: "auto", "bwrap" or "unshare" (see sandbox.py).
     """
 
-    def __init__(self, workers: Optional[int] = None, limits: SandboxLimits = SandboxLimits()) -> None:
+    def __init__(self, workers: Optional[int] = None, limits: SandboxLimits = SandboxLimits(),
+                 require_isolation: bool = False, isolation: str = "auto") -> None:
+        if require_isolation:
+            ok, why = bwrap_status()
+            if not ok or isolation == "unshare":
+                raise RuntimeError(
+                    f"the code grader requires namespace isolation (require_isolation=True) but "
+                    f"{why or 'isolation=unshare was asked for'}; install bubblewrap (scripts/install.sh "
+                    f"does, as root) or set require_isolation=False to grade with a weaker sandbox")
         workers = workers or os.cpu_count() or 1
         self.limits = limits
-        self.pool = SandboxPool(workers)
+        self.pool = SandboxPool(workers, isolation)
+        self.isolation = self.pool.level
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
 
     def grade_many(self, items: Sequence[tuple[str, Sequence[dict]]]) -> list[CodeResult]:
@@ -201,12 +249,19 @@ class CodeGrader:
         for code, (_, tests), futs in zip(codes, items, futures):
             if futs is None:
                 none = TestVerdict("runtime_error", NO_CODE)
-                results.append(CodeResult(0.0, [none.verdict] * len(tests), [none] * len(tests), error=NO_CODE))
+                results.append(CodeResult(0.0, [none.verdict] * len(tests), [none] * len(tests), error=NO_CODE,
+                                          isolation=self.isolation))
                 continue
             details = [f.result() for f in futs]
             passed = sum(d.passed for d in details)
-            results.append(CodeResult(passed / len(details), [d.verdict for d in details], details, code=code))
+            levels = sorted({d.isolation or "?" for d in details})
+            results.append(CodeResult(passed / len(details), [d.verdict for d in details], details, code=code,
+                                      isolation=",".join(levels)))
         return results
+
+    @classmethod
+    def from_config(cls, cfg: CodeGraderConfig) -> "CodeGrader":
+        return cls(cfg.workers, cfg.limits, cfg.require_isolation, cfg.isolation)
 
     def grade(self, response: str, tests: Sequence[dict]) -> CodeResult:
         return self.grade_many([(response, tests)])[0]
@@ -227,13 +282,14 @@ _default_lock = threading.Lock()
 
 
 def score_code(response: str, tests: Sequence[dict], limits: Optional[SandboxLimits] = None) -> CodeResult:
-    """Grades one response on the process-wide grader (or a one-off one for custom limits)."""
+    """Grades one response on the process-wide grader (or a one-off one for custom limits).
+    Like a training reward, it requires namespace isolation (CodeGraderConfig's default)."""
     global _default
     if limits is not None:
-        with CodeGrader(limits=limits) as grader:
+        with CodeGrader(limits=limits, require_isolation=True) as grader:
             return grader.grade(response, tests)
     with _default_lock:
         if _default is None:
-            _default = CodeGrader()
+            _default = CodeGrader.from_config(CodeGraderConfig())
             atexit.register(_default.close)
     return _default.grade(response, tests)

@@ -1,16 +1,26 @@
 """Math grading: the final answer of a response against a reference, checked by math-verify.
 
-    score_math(response, reference) -> 1.0 or 0.0
-    MathGrader(workers, timeout_s).grade(responses, references) -> list[MathVerdict]
+    score_math(response, reference, strict=True, finish_reason=None) -> 1.0 or 0.0
+    MathGrader(workers, timeout_s, strict).grade(responses, references, finish_reasons)
 
-The answer is taken from the response (a compacted PaCoRe message: the text after the last
-`</think>`) in this order:
+Two modes. **Strict** (the default of `score_math`, and what training rewards use: a policy
+under RL is paid for exactly what the grader accepts): the response is the whole trajectory;
+one that never closed its thinking (no `</think>`) or was cut by the token limit
+(`finish_reason == "length"`) scores 0, and in its compacted message (the text after the last
+`</think>`) only the last complete `\\boxed{...}` counts. No box, no reward: a trajectory
+cut off mid-thought is not graded by whatever number it wrote last, and "the answer is 3,
+or maybe 5" earns nothing.
+
+**Lenient** (`strict=False`; for evaluating models that do not box, on compacted messages):
+the answer is taken in this order:
 
 1. `boxed`: the last `\\boxed{...}` (or `\\fbox{...}`) with balanced braces; boxes that end
    the text one after another ("\\boxed{2} and \\boxed{3}") are joined into a list, so two
    boxed roots compare with a two-root reference. An unterminated last box (a response cut
    by max_tokens) falls back to the previous complete one.
-2. `phrase`: the rest of the line after the last "final answer is", "answer:" or "####".
+2. `phrase`: the rest of the line after "final answer is", "answer:" or "####", only when
+   that phrase is on the last non-empty line (an "answer is" in the middle of the reasoning
+   is not the answer).
 3. `fallback`: math-verify's own extraction over the last characters of the text.
 
 The reference is wrapped in `$...$` before parsing (a bare `2^{25} \\cdot 26!` misparses
@@ -33,6 +43,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from megatron_pacore.pacore.compaction import THINK_END
 from megatron_pacore.rewards.pool import TimeoutPool
 
 _BOX_OPENERS = ("\\boxed", "\\fbox")
@@ -41,6 +52,8 @@ _BOX_JOINER = re.compile(r"^[\s,;$.]*(?:and|or|\\text\{\s*(?:and|or)\s*\})?[\s,;
 _PHRASE = re.compile(r"(?:final answer(?: is)?|answer\s*(?:is|:)|####)\s*:?\s*(.+)", re.IGNORECASE)
 # Caps that keep a hostile response from costing more than parsing should.
 _MAX_ANSWER_CHARS = 2_000
+# A plain integer, as AIME answers are: compared by value without math-verify.
+_INTEGER = re.compile(r"^\s*\$?\s*[-+]?\d{1,100}\s*\$?\s*$")
 _FALLBACK_TAIL_CHARS = 400
 
 
@@ -49,9 +62,11 @@ class MathVerdict:
     """The grade of one response.
 
     `reason` says how it was decided: "correct", "wrong", "no_answer" (nothing extracted),
-    "unparsable" (extracted text math-verify could not read), "timeout", or "error: ..." (the
-    grader itself failed, e.g. a reference that does not parse). `extracted` is the answer text
-    that was compared, and `method` how it was found (boxed, phrase, fallback).
+    "unparsable" (extracted text math-verify could not read), "timeout", "truncated" and
+    "unfinished_thinking" (strict mode: cut by the token limit / no `</think>`), or
+    "error: ..." (the grader itself failed, e.g. a reference that does not parse).
+    `extracted` is the answer text that was compared, and `method` how it was found (boxed,
+    phrase, fallback).
     """
 
     score: float
@@ -132,13 +147,18 @@ def _strip_phrase_answer(answer: str) -> str:
     return answer.strip()
 
 
-def extract_answer(response: str) -> tuple[Optional[str], Optional[str]]:
-    """(answer text, method) following the order of the module docstring; (None, None) when
-    neither a box nor an answer phrase exists (the math-verify fallback runs later)."""
+def extract_answer(response: str, strict: bool = False) -> tuple[Optional[str], Optional[str]]:
+    """(answer text, method) following the module docstring; (None, None) when there is no
+    box (strict) or neither a box nor a final-line answer phrase (lenient: the math-verify
+    fallback runs later)."""
+    if strict:
+        spans = _box_spans(response)
+        return (spans[-1][2].strip()[:_MAX_ANSWER_CHARS], "boxed") if spans else (None, None)
     boxed = last_boxed(response)
     if boxed is not None:
         return boxed[:_MAX_ANSWER_CHARS], "boxed"
-    matches = list(_PHRASE.finditer(response))
+    lines = [line for line in response.splitlines() if line.strip()]
+    matches = list(_PHRASE.finditer(lines[-1])) if lines else []
     if matches:
         answer = _strip_phrase_answer(matches[-1].group(1))
         if answer:
@@ -185,17 +205,36 @@ def _expand_pm(answer: str) -> str:
     return answer.replace("\\pm", "+") + ", " + answer.replace("\\pm", "-")
 
 
-def grade_one(response: str, reference: str) -> MathVerdict:
+def grade_one(response: str, reference: str, strict: bool = False,
+              finish_reason: Optional[str] = None) -> MathVerdict:
     """Grades one response in this process, without any timeout: call it through a
-    MathGrader (which adds one) unless the inputs are trusted."""
+    MathGrader (which adds one) unless the inputs are trusted. Strict: `response` is the
+    whole trajectory and `finish_reason` the engine's; lenient: `response` is usually the
+    compacted message."""
     from math_verify import parse, verify
 
-    gold = _parse_reference(reference)
-    if not gold:
+    integer_reference = _INTEGER.match(reference)
+    gold = None if integer_reference else _parse_reference(reference)
+    if not integer_reference and not gold:
         return MathVerdict(0.0, f"error: reference {reference!r} does not parse")
-    answer, method = extract_answer(response)
+    if strict:
+        if finish_reason == "length":
+            return MathVerdict(0.0, "truncated")
+        cut = response.rfind(THINK_END)
+        if cut < 0:
+            return MathVerdict(0.0, "unfinished_thinking")
+        response = response[cut + len(THINK_END):]
+    answer, method = extract_answer(response, strict)
+    if integer_reference and answer is not None and _INTEGER.match(answer):
+        # Integers (every AIME answer) are equal exactly when their values are: no parse.
+        ok = int(answer.strip().strip("$")) == int(reference.strip().strip("$"))
+        return MathVerdict(1.0 if ok else 0.0, "correct" if ok else "wrong", answer, method)
+    if gold is None:
+        gold = _parse_reference(reference)
     if answer is not None:
         pred = _parse_prediction(_expand_pm(answer))
+    elif strict:
+        return MathVerdict(0.0, "no_answer")
     else:
         tail = response[-_FALLBACK_TAIL_CHARS:]
         pred = parse(tail, parsing_timeout=None) if tail.strip() else []
@@ -217,9 +256,12 @@ class MathGrader:
     Args:
         workers: grading processes (default: the CPU count).
         timeout_s: per-item wall-clock limit; an item past it scores 0.0, reason "timeout".
+        strict: the strict mode of the module docstring (whole trajectories, last box only)
+            instead of the lenient one (compacted messages, phrases and fallback allowed).
     """
 
-    def __init__(self, workers: Optional[int] = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, workers: Optional[int] = None, timeout_s: float = 10.0, strict: bool = False) -> None:
+        self.strict = strict
         self.pool = TimeoutPool(
             f"{__name__}:grade_one",
             workers=workers or os.cpu_count() or 1,
@@ -228,16 +270,28 @@ class MathGrader:
             preload=["math_verify"],
         )
 
-    def grade(self, responses: Sequence[str], references: Sequence[str]) -> list[MathVerdict]:
-        """One verdict per (response, reference) pair, in order."""
+    @property
+    def mode(self) -> str:
+        """"strict" or "lenient": what a report says graded it."""
+        return "strict" if self.strict else "lenient"
+
+    def grade(self, responses: Sequence[str], references: Sequence[str],
+              finish_reasons: Optional[Sequence[Optional[str]]] = None) -> list[MathVerdict]:
+        """One verdict per (response, reference) pair, in order; `finish_reasons` (strict
+        mode) are the engine's, one per response."""
         if len(responses) != len(references):
             raise ValueError(
                 f"responses and references must have the same length, got {len(responses)} and {len(references)}"
             )
+        if finish_reasons is None:
+            finish_reasons = [None] * len(responses)
+        elif len(finish_reasons) != len(responses):
+            raise ValueError(f"finish_reasons has {len(finish_reasons)} entries for {len(responses)} responses")
         for i, ref in enumerate(references):
             if not isinstance(ref, str) or not ref.strip():
                 raise ValueError(f"reference {i} must be a non-empty string, got {ref!r}")
-        items = [(r if isinstance(r, str) else "", ref) for r, ref in zip(responses, references)]
+        items = [(r if isinstance(r, str) else "", ref, self.strict, fr)
+                 for r, ref, fr in zip(responses, references, finish_reasons)]
         verdicts = []
         for outcome in self.pool.map(items):
             if outcome.error is None:
@@ -248,9 +302,10 @@ class MathGrader:
                 verdicts.append(MathVerdict(0.0, f"error: {outcome.error.splitlines()[0]}"))
         return verdicts
 
-    def scores(self, responses: Sequence[str], references: Sequence[str]) -> list[float]:
+    def scores(self, responses: Sequence[str], references: Sequence[str],
+               finish_reasons: Optional[Sequence[Optional[str]]] = None) -> list[float]:
         """Only the 1.0/0.0 scores of `grade`."""
-        return [v.score for v in self.grade(responses, references)]
+        return [v.score for v in self.grade(responses, references, finish_reasons)]
 
     def close(self) -> None:
         self.pool.close()
@@ -262,25 +317,27 @@ class MathGrader:
         self.close()
 
 
-_default: Optional[MathGrader] = None
+_defaults: dict[bool, MathGrader] = {}
 _default_lock = threading.Lock()
 
 
-def default_grader() -> MathGrader:
-    """The process-wide grader behind `score_math`, started on first use, closed at exit."""
-    global _default
+def default_grader(strict: bool = True) -> MathGrader:
+    """The process-wide grader of a mode behind `score_math`, started on first use, closed at
+    exit."""
     with _default_lock:
-        if _default is None:
-            _default = MathGrader()
-            atexit.register(_default.close)
-        return _default
+        if strict not in _defaults:
+            _defaults[strict] = MathGrader(strict=strict)
+            atexit.register(_defaults[strict].close)
+        return _defaults[strict]
 
 
-def score_math(response: str, reference: str) -> float:
-    """1.0 if the response's final answer equals the reference, else 0.0 (see module doc)."""
-    return default_grader().grade([response], [reference])[0].score
+def score_math(response: str, reference: str, strict: bool = True, finish_reason: Optional[str] = None) -> float:
+    """1.0 if the response's final answer equals the reference, else 0.0 (see module doc).
+    Strict by default (training rewards): `response` is the whole trajectory."""
+    return default_grader(strict).grade([response], [reference], [finish_reason])[0].score
 
 
-def score_math_batch(responses: Sequence[str], references: Sequence[str]) -> list[float]:
-    """`score_math` over many pairs, graded in parallel on the default pool."""
-    return default_grader().scores(responses, references)
+def score_math_batch(responses: Sequence[str], references: Sequence[str], strict: bool = True,
+                     finish_reasons: Optional[Sequence[Optional[str]]] = None) -> list[float]:
+    """`score_math` over many pairs, graded in parallel on the default pool of the mode."""
+    return default_grader(strict).scores(responses, references, finish_reasons)

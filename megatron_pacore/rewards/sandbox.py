@@ -5,8 +5,21 @@ bound to a uid of its own; `SandboxPool` hands sandboxes to concurrent callers. 
 the host prepares a private run directory (a work directory owned by the sandbox uid, the
 program, its stdin, files for its stdout/stderr), sends the server one JSON line, and reads
 back the supervisor's report. The isolation layers are described in `_sandbox_boot.py`; here
-we only add a last-resort deadline: a server that does not answer in time is killed with its
-process group and replaced.
+we choose the outermost one and add a last-resort deadline: a server that does not answer in
+time is killed with its process group and replaced.
+
+Isolation levels (ISOLATION_LEVELS), recorded in every report and verdict:
+- "bwrap": the server runs inside bubblewrap (Debian package `bubblewrap`): mount, PID, IPC,
+  UTS and network namespaces, plus a user namespace when not root; a read-only root holding
+  only the Python runtime (the base interpreter, its standard library without
+  site-packages, the system's shared libraries); a private read-only /tmp; /proc of its own
+  PID namespace, whose init is the server itself (`--as-pid-1`: a program cannot signal it
+  even under the same uid); no_new_privs. As root the program also gets a uid of its own.
+- "unshare": the previous mechanism, per run: network + mount namespaces with every mount
+  read-only (as root: a uid of its own; off root: inside a user namespace).
+- "audit-hook": no namespaces could be made; only the in-process audit hook guards.
+"auto" (the default) takes "bwrap" when it works and otherwise falls back with a loud
+one-time warning; `CodeGrader(require_isolation=True)` refuses to run without "bwrap".
 
 Verdicts are decided in `code.py`; this module only runs programs.
 """
@@ -28,10 +41,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-_BOOT = str(Path(__file__).with_name("_sandbox_boot.py"))
-# The only variables a program sees (plus HOME and TMPDIR, its work directory).
-_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8",
-        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+from megatron_pacore.rewards.isolation import _BOOT, _ENV, ISOLATION_LEVELS, bwrap_command, resolve_isolation
+
+__all__ = ["ISOLATION_LEVELS", "Execution", "Sandbox", "SandboxLimits", "SandboxPool", "default_pool", "isolation"]
 _UID_BASE = 100_000
 _UIDS_PER_PROCESS = 64
 
@@ -129,19 +141,27 @@ def _read(path: Path, limit: int) -> str:
 
 
 class Sandbox:
-    """One sandbox server, used by one thread at a time."""
+    """One sandbox server, used by one thread at a time; `level` is "bwrap" or "unshare"
+    (resolved from `isolation`, see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, isolation: str = "auto") -> None:
+        self.level = resolve_isolation(isolation)
         self.uid = _UIDS.acquire()
         self.timed_out = False  # the last request got no answer in time (else: the server died)
         self._proc: Optional[subprocess.Popen] = None
         self._buffer = b""
+        # Run directories live here; under bwrap this is the only host directory bound in.
+        self._root = tempfile.mkdtemp(prefix="pacore-sandbox-")
+        os.chmod(self._root, 0o711)
 
     def _server(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
+            if self.level == "bwrap":
+                argv = bwrap_command(self._root, self.uid)
+            else:
+                argv = [sys.executable, "-I", "-B", _BOOT, str(self.uid)]
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", _BOOT, str(self.uid)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 env=_ENV, start_new_session=True, close_fds=True,
             )
             self._buffer = b""
@@ -187,9 +207,12 @@ class Sandbox:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return json.loads(line)
 
-    def execute(self, source: str, test_code: Optional[str], stdin: str, limits: SandboxLimits) -> Execution:
-        """Runs `source` (then `test_code`, if given, in its namespace) with `stdin`."""
-        run_dir = Path(tempfile.mkdtemp(prefix="pacore-sandbox-"))
+    def execute(self, source: str, test_code: Optional[str], stdin: str, limits: SandboxLimits,
+                audit_hook: bool = True) -> Execution:
+        """Runs `source` (then `test_code`, if given, in its namespace) with `stdin`.
+        `audit_hook=False` only for tests of the kernel layers: without the hook the harness
+        cannot keep its verdict from the program."""
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self._root))
         try:
             os.chmod(run_dir, 0o711)
             work = run_dir / "work"
@@ -211,12 +234,15 @@ class Sandbox:
                 "limits": {**asdict(limits), "wall_s": limits.wall_timeout_s},
                 "hide": _hidden_dirs(),
                 "expose": _python_dirs(),
+                "level": self.level,
+                "audit_hook": audit_hook,
             }
             report = self._request(cfg, limits.wall_timeout_s + 10)
             if report is None and not self.timed_out:  # the server died: once more on a new one
                 report = self._request(cfg, limits.wall_timeout_s + 10)
             if report is None:
-                report = {"status": None, "wall_timeout": True, "wall_s": limits.wall_timeout_s, "cpu_s": 0.0}
+                report = {"status": None, "wall_timeout": True, "wall_s": limits.wall_timeout_s, "cpu_s": 0.0,
+                          "isolation": self.level}
             elif report.get("status") == "setup_error":
                 raise RuntimeError(f"the sandbox could not run the program: {report.get('detail')}")
             return Execution(report, _read(run_dir / "stdout", limits.output_bytes + 1), _read(run_dir / "stderr", 1 << 16))
@@ -232,16 +258,18 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 pass
             self._kill()
+        shutil.rmtree(self._root, ignore_errors=True)
         _UIDS.release(self.uid)
 
 
 class SandboxPool:
     """Up to `size` sandboxes for concurrent callers; each caller holds one for one run."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, isolation: str = "auto") -> None:
         if size < 1:
             raise ValueError(f"sandbox pool size must be >= 1, got {size}")
         self.size = size
+        self.level = resolve_isolation(isolation)
         self._free: list[Sandbox] = []
         self._all: list[Sandbox] = []
         self._cond = threading.Condition()
@@ -254,7 +282,7 @@ class SandboxPool:
             if self._free:
                 box = self._free.pop()
             else:
-                box = Sandbox()
+                box = Sandbox(self.level)
                 self._all.append(box)
         try:
             yield box
@@ -263,9 +291,10 @@ class SandboxPool:
                 self._free.append(box)
                 self._cond.notify()
 
-    def execute(self, source: str, test_code: Optional[str], stdin: str, limits: SandboxLimits) -> Execution:
+    def execute(self, source: str, test_code: Optional[str], stdin: str, limits: SandboxLimits,
+                audit_hook: bool = True) -> Execution:
         with self.sandbox() as box:
-            return box.execute(source, test_code, stdin, limits)
+            return box.execute(source, test_code, stdin, limits, audit_hook)
 
     def close(self) -> None:
         with self._cond:
@@ -290,6 +319,9 @@ def default_pool() -> SandboxPool:
 
 def isolation(pool: Optional[SandboxPool] = None) -> dict[str, str]:
     """Which guards this machine gives a sandbox, found by running an empty program:
-    {"network": "netns" | "audit-hook", "filesystem": "read-only-mounts" | "audit-hook"}."""
+    {"isolation": one of ISOLATION_LEVELS, "network": "netns" | "audit-hook",
+    "filesystem": "bwrap-minimal-root" | "read-only-mounts" | "read-only-mounts-except-N" |
+    "audit-hook"}."""
     report = (pool or default_pool()).execute("", None, "", SandboxLimits()).report
-    return {"network": report.get("network", "?"), "filesystem": report.get("filesystem", "?")}
+    return {"isolation": report.get("isolation", "?"), "network": report.get("network", "?"),
+            "filesystem": report.get("filesystem", "?")}

@@ -1,26 +1,33 @@
-"""The critic: the actor's GPT backbone with a scalar value head in place of the output layer.
+"""The critic: the actor's GPT backbone and a scalar value head, built as one module.
 
-    critic = build_critic(hf_config, groups, ModelOptions(...))
-    load_hf_weights(critic, hf_dir, tp, tp_rank)   # the actor's weights; the head keeps its init
+    critic, info = build_critic(hf_config, groups, ModelOptions(...))
+    load_hf_weights(critic, info, hf_dir, tp, tp_rank)   # the actor's weights; the head keeps its init
     values = token_values(critic(input_ids, position_ids, None))   # [b, s], training.logprobs
 
-The head is replicated over tensor-parallel ranks (same seeded initialisation everywhere) and
-checkpoints with Megatron's dist_checkpointing like any other replicated parameter.
+`CriticModel` owns a `GPTModel` built without post-processing (no final norm, no vocabulary
+projection: the critic never allocates the Vp x h output layer), and on the last pipeline
+stage the final norm (the same module the decoder block would build) and the `ValueHead`.
+Its checkpoint keys are the actor's for the backbone and the final norm
+(`decoder.final_layernorm.weight`), plus `value_head.weight` / `value_head.bias`; the head is
+replicated over tensor-parallel ranks (same seeded initialisation everywhere).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from megatron.core.transformer.module import MegatronModule
 
-from megatron_pacore.training.models import ModelOptions, build_gpt
+from megatron_pacore.hf_config import family_for
+from megatron_pacore.training.models import ModelInfo, ModelOptions, build_gpt, layer_spec
 from megatron_pacore.training.parallel import ParallelGroups
+
+FINAL_NORM = "decoder.final_layernorm."
 
 
 class ValueHead(MegatronModule):
-    """Scalar value per token, in place of the output layer: [s, b, h] -> ([s, b, 1], None).
+    """Scalar value per token: [s, b, h] -> ([s, b, 1], None) (the output-layer signature).
 
     Under sequence parallelism the input is the local sequence chunk [s/tp, b, h]: the output
     is gathered along s, and the parameters are marked `sequence_parallel` so that Megatron's
@@ -50,12 +57,87 @@ class ValueHead(MegatronModule):
         return values, None
 
 
+class CriticModel(MegatronModule):
+    """One pipeline stage of the critic.
+
+    Forward: (input_ids [b, s], position_ids [b, s], attention_mask, **GPTModel kwargs) ->
+    values [b, s, 1] on the last stage, hidden states [s, b, h] on the others.
+
+    `model_type`, `decoder`, `set_input_tensor`, `pre_process`, `post_process` and
+    `share_embeddings_and_output_weights` are the model attributes Megatron's pipeline
+    schedules and finalize_model_grads look up by name (`get_attr_wrapped_model`); they
+    describe this stage as a whole (the critic never ties its embeddings).
+    """
+
+    share_embeddings_and_output_weights = False
+
+    def __init__(self, backbone, final_layernorm: Optional[torch.nn.Module], value_head: Optional[ValueHead]):
+        super().__init__(backbone.config)
+        if (final_layernorm is None) != (value_head is None):
+            raise ValueError("CriticModel: the final norm and the value head go together (last stage)")
+        self.backbone = backbone
+        self.final_layernorm = final_layernorm
+        self.value_head = value_head
+        self.model_type = backbone.model_type
+        self.pre_process = backbone.pre_process
+        self.post_process = value_head is not None
+
+    @property
+    def decoder(self):
+        """The backbone's transformer block (this stage's layers)."""
+        return self.backbone.decoder
+
+    def set_input_tensor(self, input_tensor) -> None:
+        self.backbone.set_input_tensor(input_tensor)
+
+    def forward(self, input_ids, position_ids, attention_mask, **kwargs):
+        hidden = self.backbone(input_ids, position_ids, attention_mask, **kwargs)
+        if self.value_head is None:
+            return hidden
+        values, _ = self.value_head(self.final_layernorm(hidden))
+        return values.transpose(0, 1).contiguous()
+
+    def gpt_named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """The parameters that have an actor counterpart, under the actor GPTModel's names
+        (the value head excluded): what the HF <-> Megatron tables map."""
+        yield from self.backbone.named_parameters()
+        if self.final_layernorm is not None:
+            for name, p in self.final_layernorm.named_parameters():
+                yield FINAL_NORM + name, p
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: Optional[dict] = None):
+        """The actor's checkpoint keys for the backbone and the final norm, plus `value_head.*`;
+        the dict keys are this module's state_dict keys (`backbone.*`, `final_layernorm.*`)."""
+        from megatron.core.transformer.utils import sharded_state_dict_default
+
+        out = {f"{prefix}backbone.{k[len(prefix):]}": v
+               for k, v in self.backbone.sharded_state_dict(prefix, sharded_offsets, metadata).items()}
+        if self.value_head is not None:
+            norm = sharded_state_dict_default(self.final_layernorm, prefix + FINAL_NORM, sharded_offsets, metadata,
+                                              tp_group=self.backbone.decoder.tp_group)  # as the block passes it
+            out.update({f"{prefix}final_layernorm.{k[len(prefix + FINAL_NORM):]}": v for k, v in norm.items()})
+            out.update(sharded_state_dict_default(self.value_head, f"{prefix}value_head.", sharded_offsets, metadata))
+        return out
+
+
+def _final_norm(config, spec):
+    """The final norm exactly as Megatron's TransformerBlock builds it for this layer spec."""
+    from megatron.core.transformer.spec_utils import build_module
+    from megatron.core.transformer.transformer_block import _get_block_submodules
+
+    norm = _get_block_submodules(config, spec).layer_norm
+    return build_module(norm, config=config, hidden_size=config.hidden_size, eps=config.layernorm_epsilon)
+
+
 def build_critic(hf_config: Any, groups: ParallelGroups, opts: ModelOptions,
                  padded_vocab: Optional[int] = None, head_seed: int = 0):
-    """This rank's stage of the critic. Forward: input_ids [b, s] -> values [b, s, 1] on the
-    last stage (hidden states elsewhere). Weights uninitialised except the head: load them."""
-    model = build_gpt(hf_config, groups, opts, padded_vocab, tie=False)
+    """This rank's stage of the critic and its `ModelInfo`: `critic, info = build_critic(...)`.
+    Weights uninitialised except the head's: load them."""
+    backbone, padded = build_gpt(hf_config, groups, opts, padded_vocab, tie=False, post_process=False)
+    norm = head = None
     if groups.is_last_stage:
-        model.output_layer = ValueHead(hf_config.hidden_size, model.config, groups.tp_group, head_seed)
-    model.is_critic = True
-    return model
+        norm = _final_norm(backbone.config, layer_spec(family_for(hf_config), opts.use_te(groups)))
+        head = ValueHead(hf_config.hidden_size, backbone.config, groups.tp_group, head_seed)
+    info = ModelInfo(hf_config=hf_config, family=family_for(hf_config), padded_vocab_size=padded,
+                     role="critic", tied=False)
+    return CriticModel(backbone, norm, head), info

@@ -9,6 +9,9 @@ the sequence into 2*cp chunks and CP rank r keeps chunks r and 2*cp-1-r (`cp_spl
 load-balanced layout Megatron's rotary embedding and TE's CP attention assume). `collect` then
 sees this rank's part; `cp_gather` reassembles per-position results to the full sequence.
 `gather_vocab` assembles full logits from the vocab-parallel shards (tests, verification).
+
+Every micro-batch's length must meet the layout's rules (CP, SP, FP8: `training.seqlen`);
+`forward_only` checks them before anything runs, naming the rule and the length to pad to.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
+from megatron_pacore.training import seqlen
+from megatron_pacore.training.models import unwrap
 from megatron_pacore.training.parallel import ParallelGroups
 
 
@@ -30,6 +35,9 @@ class MicroBatch:
     attention_mask: [b, 1, s, s] bool, True = masked out; None = causal (the usual case).
     labels:         [b, s] int64 next tokens (labels[:, t] = input_ids[:, t+1]); None = derived.
     extra:          anything the collect callback needs (response masks, ...).
+    packed_seq_params: Megatron PackedSeqParams (THD packed attention on the Transformer
+                    Engine spec: b = 1, sequences delimited by cu_seqlens); None = unpacked
+                    or, on CPU, packed through a block-diagonal attention_mask.
     """
 
     input_ids: torch.Tensor
@@ -37,6 +45,7 @@ class MicroBatch:
     attention_mask: Optional[torch.Tensor] = None
     labels: Optional[torch.Tensor] = None
     extra: Any = None
+    packed_seq_params: Any = None
 
     def positions(self) -> torch.Tensor:
         if self.position_ids is not None:
@@ -88,6 +97,40 @@ def cp_gather(x: torch.Tensor, groups: ParallelGroups, dim: int = 1) -> torch.Te
     return cp_merge(parts, dim=dim)
 
 
+def uses_te_attention(model) -> bool:
+    """True when the model's core attention is Transformer Engine's (it runs its own causal
+    mask and ignores an attention_mask argument)."""
+    inner = model.module if hasattr(model, "module") else model
+    decoder = getattr(inner, "decoder", None)
+    layers = getattr(decoder, "layers", None) or []
+    if not len(layers):
+        return False
+    core = getattr(getattr(layers[0], "self_attention", None), "core_attention", None)
+    return type(core).__name__.startswith("TE")
+
+
+def check_batches(model, batches: list[MicroBatch]) -> None:
+    """Refuse micro-batches the model would mis-handle: lengths the layout cannot split
+    (`seqlen.check_length`) and explicit attention masks under TE's causal attention.
+
+    Raises:
+        ValueError: naming the micro-batch, the rule and what to change.
+    """
+    inner = model.module if hasattr(model, "module") else model
+    rules = seqlen.config_kwargs(inner.config)
+    te = uses_te_attention(model)
+    for i, mb in enumerate(batches):
+        try:
+            seqlen.check_length(mb.input_ids.shape[1], **rules)
+        except ValueError as e:
+            raise ValueError(f"micro-batch {i}: {e}") from None
+        if mb.attention_mask is not None and te:
+            raise ValueError(
+                f"micro-batch {i}: MicroBatch.attention_mask is set, but Transformer Engine's "
+                "causal attention ignores explicit masks; pass attention_mask=None (causal) or "
+                "build the model with model.transformer_engine=false")
+
+
 def _local(mb: MicroBatch, groups: ParallelGroups) -> MicroBatch:
     """The micro-batch as this CP rank sees it (labels fixed before the sequence is cut)."""
     cp = groups.config.cp
@@ -95,9 +138,19 @@ def _local(mb: MicroBatch, groups: ParallelGroups) -> MicroBatch:
         return mb
     if mb.attention_mask is not None:
         raise ValueError("explicit attention masks are not supported with parallel.cp > 1")
+    if mb.packed_seq_params is not None:
+        raise ValueError("packed (THD) micro-batches are not supported with parallel.cp > 1: "
+                         "give one (padded) sequence per micro-batch")
     r = groups.cp_rank
     return replace(mb, input_ids=cp_split(mb.input_ids, cp, r), position_ids=cp_split(mb.positions(), cp, r),
                    labels=cp_split(mb.next_tokens(), cp, r))
+
+
+def model_forward(stage_model, mb: MicroBatch, device) -> torch.Tensor:
+    """One stage's forward on a micro-batch (packed THD parameters passed when present)."""
+    mask = None if mb.attention_mask is None else mb.attention_mask.to(device)
+    kwargs = {} if mb.packed_seq_params is None else {"packed_seq_params": mb.packed_seq_params}
+    return stage_model(mb.input_ids.to(device), mb.positions().to(device), mask, **kwargs)
 
 
 def forward_only(model, groups: ParallelGroups, batches: list[MicroBatch],
@@ -113,20 +166,16 @@ def forward_only(model, groups: ParallelGroups, batches: list[MicroBatch],
 
     if not batches:
         return []
+    check_batches(model, batches)
     shapes = {tuple(mb.input_ids.shape) for mb in batches}
     b, s = batches[0].input_ids.shape
-    inner = model.module if hasattr(model, "module") else model
-    inner.config.variable_seq_lengths = len(shapes) > 1
+    unwrap(model).config.variable_seq_lengths = len(shapes) > 1
     it = iter([_local(mb, groups) for mb in batches])
 
     def step(data_iterator, stage_model):
         mb = next(data_iterator)
         device = groups.device
-        output = stage_model(
-            mb.input_ids.to(device),
-            mb.positions().to(device),
-            None if mb.attention_mask is None else mb.attention_mask.to(device),
-        )
+        output = model_forward(stage_model, mb, device)
 
         def loss_func(out, non_loss_data=False):
             return collect(out, mb)

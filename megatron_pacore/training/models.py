@@ -1,15 +1,18 @@
 """The actor and critic: Megatron-Core `GPTModel`s built from a Hugging Face config.
 
     groups = initialize_parallel(ParallelConfig(tp=2, device="cpu"))
-    actor = build_actor(hf_config, groups, ModelOptions(precision="fp32"))
-    load_hf_weights(actor, hf_dir, groups)              # checkpoint.hf_io
+    actor, info = build_actor(hf_config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(actor, info, hf_dir, groups.config.tp, groups.tp_rank)   # checkpoint.loader
     logits = actor(input_ids, position_ids, None)      # [b, s, Vp / tp], vocab-parallel
 
-Families (Qwen3, Qwen2/2.5, Llama 3) come from `checkpoint.mapping.family_for`. On CUDA the
-layers use the Transformer Engine spec (FP8 recipe/margin, sequence parallel, activation
-recomputation come from `ModelOptions` through `TransformerConfig`); on CPU the local spec
-with all CUDA fusions off (DESIGN §3). The critic is the same backbone whose output layer is a
-scalar value head (`training.critic`); it loads the actor's weights (everything but the head).
+Building returns the module and a `ModelInfo` (HF config, family, padded vocabulary, role,
+tied or not), which callers pass explicitly to the loader, checkpointing and weight export;
+nothing is attached to the Megatron module. Families (Qwen3, Qwen2/2.5, Llama 3) come from
+`hf_config.family_for`. On CUDA the layers use the Transformer Engine spec (FP8
+recipe/margin, sequence parallel, activation recomputation come from `ModelOptions` through
+`TransformerConfig`); on CPU the local spec with all CUDA fusions off (DESIGN §3). The critic
+(`training.critic`) is the same backbone with a scalar value head in place of the vocabulary
+projection; it loads the actor's weights (everything but the head).
 """
 from __future__ import annotations
 
@@ -20,12 +23,12 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from megatron_pacore.checkpoint.mapping import Family, family_for
-from megatron_pacore.checkpoint.transforms import padded_vocab_size
+from megatron_pacore.hf_config import DTYPES as PRECISIONS
+from megatron_pacore.hf_config import (
+    Family, family_for, head_dim_of, num_query_groups_of, padded_vocab_size, tie_word_embeddings)
 from megatron_pacore.training.parallel import ParallelGroups
-from megatron_pacore.training.rope import head_dim_of, hf_rope, num_query_groups_of
+from megatron_pacore.training.rope import hf_rope, rope_parameters
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP8_FORMATS = (None, "e4m3", "hybrid")
 FP8_RECIPES = ("delayed", "tensorwise", "mxfp8", "blockwise")
 RECOMPUTE = (None, "full", "selective")
@@ -88,6 +91,9 @@ class ModelOptions:
             raise ValueError("model.make_vocab_size_divisible_by must be >= 1")
         if self.gradient_accumulation_fusion and self.transformer_engine is False:
             raise ValueError("model.gradient_accumulation_fusion needs model.transformer_engine")
+        from megatron_pacore.training.option_checks import check_model_options
+
+        check_model_options(self)
 
     def use_te(self, groups: ParallelGroups) -> bool:
         if self.transformer_engine is None:
@@ -133,6 +139,9 @@ def transformer_config(hf_config: Any, groups: ParallelGroups, opts: ModelOption
         raise ValueError("model.sequence_parallel needs the Transformer Engine spec (CUDA)")
     if opts.fp8 and not use_te:
         raise ValueError("model.fp8 needs the Transformer Engine spec (CUDA)")
+    from megatron_pacore.training.option_checks import check_layout
+
+    check_layout(opts, par, torch.cuda.get_device_capability() if on_gpu else None)
     _, attention_scaling = hf_rope(hf_config)
     dtype = PRECISIONS[opts.precision]
     recompute = {}
@@ -171,7 +180,12 @@ def transformer_config(hf_config: Any, groups: ParallelGroups, opts: ModelOption
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu_initialization=not on_gpu,
-        perform_initialization=False,  # every weight is loaded from a checkpoint
+        # Every weight is loaded from a checkpoint, but Megatron-Core 0.16's Column/Row-
+        # parallel linears and vocab-parallel embedding set their `tensor_model_parallel`
+        # attributes only inside the initialisation: without it, every sharded weight looks
+        # like a TP duplicate, and the optimizer's global gradient norm (hence clipping)
+        # silently drops the shards of TP ranks > 0 (tests/distributed/worker_update.py).
+        perform_initialization=True,
         # CUDA-only fusions: on where the kernels exist, off on CPU (DESIGN §3).
         gradient_accumulation_fusion=use_te and opts.gradient_accumulation_fusion,
         bias_activation_fusion=on_gpu,
@@ -193,8 +207,41 @@ def layer_spec(family: Family, use_te: bool):
     return specs.get_gpt_layer_local_spec(qk_layernorm=family.qk_norm, normalization="RMSNorm")
 
 
-def build_gpt(hf_config: Any, groups: ParallelGroups, opts: ModelOptions,
-               padded_vocab: Optional[int], tie: bool):
+ROLES = ("actor", "critic")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What callers of a built model need to know besides the module itself."""
+
+    hf_config: Any
+    """The Hugging Face config the model was built from (saved with its checkpoints)."""
+    family: Family
+    """Model family (architecture flags; the HF <-> Megatron table is chosen by its name)."""
+    padded_vocab_size: int
+    """Rows of the embedding (and of the actor's output layer): the vocabulary padded for TP."""
+    role: str
+    """'actor' (vocabulary logits) or 'critic' (a scalar value per token)."""
+    tied: bool
+    """The output layer is the input embedding (an actor built from a tied config)."""
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"ModelInfo.role must be one of {ROLES}, got {self.role!r}")
+        if self.padded_vocab_size < self.hf_config.vocab_size:
+            raise ValueError(f"ModelInfo.padded_vocab_size={self.padded_vocab_size} < vocab_size="
+                             f"{self.hf_config.vocab_size}")
+
+    @property
+    def is_critic(self) -> bool:
+        return self.role == "critic"
+
+
+def build_gpt(hf_config: Any, groups: ParallelGroups, opts: ModelOptions, padded_vocab: Optional[int],
+              tie: bool, post_process: Optional[bool] = None):
+    """This rank's stage of a Megatron `GPTModel` equivalent to the HF config, and its padded
+    vocabulary size. post_process (default: on the last stage) adds the final norm and the
+    vocabulary projection; the critic builds its backbone without them."""
     from megatron.core.models.gpt import GPTModel
 
     family = family_for(hf_config)
@@ -211,7 +258,7 @@ def build_gpt(hf_config: Any, groups: ParallelGroups, opts: ModelOptions,
         vocab_size=padded_vocab,
         max_sequence_length=hf_config.max_position_embeddings,
         pre_process=groups.is_first_stage,
-        post_process=groups.is_last_stage,
+        post_process=groups.is_last_stage if post_process is None else post_process,
         parallel_output=True,
         share_embeddings_and_output_weights=tie,
         position_embedding_type="rope",
@@ -220,23 +267,30 @@ def build_gpt(hf_config: Any, groups: ParallelGroups, opts: ModelOptions,
     )
     # Named special case "hf_rope": Hugging Face's frequencies (llama3, yarn, linear, default).
     model.rotary_pos_emb.inv_freq = inv_freq.to(model.rotary_pos_emb.inv_freq.device)
-    model.hf_config = hf_config
-    model.padded_vocab_size = padded_vocab
-    return model
+    return model, padded_vocab
 
 
 def rope_base(hf_config: Any) -> float:
-    from megatron_pacore.training.rope import rope_parameters
-
     return float(rope_parameters(hf_config)["rope_theta"])
 
 
 def build_actor(hf_config: Any, groups: ParallelGroups, opts: ModelOptions,
                 padded_vocab: Optional[int] = None):
-    """This rank's pipeline stage of the actor GPTModel (weights uninitialised: load them).
+    """This rank's pipeline stage of the actor GPTModel (weights uninitialised: load them),
+    and its `ModelInfo`: `actor, info = build_actor(...)`.
 
     Forward: input_ids [b, s] -> logits [b, s, Vp/tp] (last stage; vocab-parallel, padded
     vocabulary); hidden states [s, b, h] on other stages.
     """
-    tie = bool(getattr(hf_config, "tie_word_embeddings", False))
-    return build_gpt(hf_config, groups, opts, padded_vocab, tie)
+    tie = tie_word_embeddings(hf_config)
+    model, padded = build_gpt(hf_config, groups, opts, padded_vocab, tie)
+    return model, ModelInfo(hf_config=hf_config, family=family_for(hf_config), padded_vocab_size=padded,
+                            role="actor", tied=tie)
+
+
+def unwrap(model):
+    """The actor GPTModel or the CriticModel inside Megatron's wrappers (DDP, Float16Module),
+    which hold the wrapped model as `.module`."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model

@@ -2,7 +2,7 @@
 
     cfg = ParallelConfig(tp=2, pp=1, device="cpu")
     groups = initialize_parallel(cfg)       # after torchrun set RANK / WORLD_SIZE
-    model = build_actor(hf_config, groups, ...)
+    model, info = build_actor(hf_config, groups, ...)
 
 Megatron-Core still keeps its groups in `megatron.core.parallel_state`; `ParallelGroups`
 wraps them (and the `ProcessGroupCollection` that `GPTModel` takes) so that the rest of the
@@ -100,7 +100,9 @@ class ParallelGroups:
         return torch.device("cuda", torch.cuda.current_device())
 
 
-def _init_process_group(cfg: ParallelConfig) -> None:
+def init_process_group(cfg: ParallelConfig) -> None:
+    """The default process group (gloo on CPU, NCCL on CUDA after selecting this rank's GPU,
+    LOCAL_RANK); a world of one without torchrun. Nothing if already initialised."""
     if dist.is_initialized():
         return
     if "RANK" not in os.environ:
@@ -127,7 +129,7 @@ def initialize_parallel(cfg: ParallelConfig) -> ParallelGroups:
         from megatron_pacore.training import cpu_shim
 
         cpu_shim.activate()
-    _init_process_group(cfg)
+    init_process_group(cfg)
     world = dist.get_world_size()
     if world % cfg.model_parallel_size:
         raise ValueError(

@@ -12,17 +12,9 @@ from typing import Any
 
 import torch
 
+from megatron_pacore.hf_config import head_dim_of
+
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
-
-
-def head_dim_of(hf_config: Any) -> int:
-    """Per-head size d: config.head_dim when set, else hidden_size // num_attention_heads."""
-    return getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
-
-
-def num_query_groups_of(hf_config: Any) -> int:
-    """GQA key/value heads: config.num_key_value_heads when set, else one per attention head."""
-    return getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
 
 
 def rope_parameters(hf_config: Any) -> dict:

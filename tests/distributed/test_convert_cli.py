@@ -1,18 +1,18 @@
 """`torchrun --nproc_per_node 2 tools/convert_hf.py ... --verify` ends with max_logit_diff=X."""
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from dist_launch import cpu_worker_env, launcher
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _torchrun(args, timeout=240):
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2",
-           str(ROOT / "tools" / "convert_hf.py"), *args]
+    env = cpu_worker_env(dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+    cmd = [*launcher(2), str(ROOT / "tools" / "convert_hf.py"), *args]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 

@@ -33,13 +33,13 @@ def main() -> None:
         ref = {n: hf.get(n) for n in hf.names()}
         for layout, (tp, pp) in {"tp2": (2, 1), "pp2": (1, 2)}.items():
             groups = initialize_parallel(ParallelConfig(tp=tp, pp=pp, device="cpu"))
-            model = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
-            load_hf_weights(model, hf, tp, groups.tp_rank)
-            buckets = list(export_buckets(model, groups, bucket_bytes=BUCKET))
+            model, info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+            load_hf_weights(model, info, hf, tp, groups.tp_rank)
+            buckets = list(export_buckets(model, info, groups, bucket_bytes=BUCKET))
             got = dict(kv for b in buckets for kv in b)
             same = got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
             oversize = [b for b in buckets if sum(t.numel() * 4 for _, t in b) > BUCKET and len(b) > 1]
-            bf16 = dict(kv for b in export_buckets(model, groups, dtype=torch.bfloat16) for kv in b)
+            bf16 = dict(kv for b in export_buckets(model, info, groups, dtype=torch.bfloat16) for kv in b)
             same_bf16 = all(bf16[k].dtype == torch.bfloat16 and torch.equal(bf16[k], ref[k].to(torch.bfloat16))
                             for k in ref)
             flags = torch.tensor([same, not oversize, same_bf16, len(buckets) > 1], dtype=torch.int32)

@@ -4,7 +4,8 @@ Per family: log-probs and entropies at temperature 0.7 (TP=2, and PP=2 through t
 schedule) against log_softmax(logits / T) of `transformers`; the gradient that flows back into
 the vocab-parallel logits against autograd on the full logits; critic values (TP=2, PP=2)
 against the head applied to `transformers`' last hidden state, and the gradients of the head
-and of the backbone. Rank 0 writes the measurements to --result.
+and of the backbone. Rank 0 writes the measurements to --result; those only ranks with output
+can make as `rank_outputs.gather_max` ({"max", "ranks"}: a rank without output reports None).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from rank_outputs import gather_max
 
 T = 0.7
 
@@ -52,18 +54,18 @@ def actor_checks(name, hf, ids, logits_ref, res):
     lp_ref, ent_ref = ref_logprobs(logits_ref, ids, T)
     for layout, (tp, pp) in {"tp2": (2, 1), "pp2": (1, 2)}.items():
         groups = initialize_parallel(ParallelConfig(tp=tp, pp=pp, device="cpu"))
-        model = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
-        load_hf_weights(model, hf, tp, groups.tp_rank)
+        model, info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+        load_hf_weights(model, info, hf, tp, groups.tp_rank)
         model.eval()
         outs = compute_logprobs(model, groups, [MicroBatch(ids)], V, temperature=T, with_entropy=True)
-        lp_diff = ent_diff = 0.0
+        lp_diff = ent_diff = None
         if outs:
             lp, ent = outs[0]
             lp_diff = (lp[:, 1:] - lp_ref).abs().max().item()
             ent_diff = (ent[:, 1:] - ent_ref).abs().max().item()
             assert lp[:, 0].abs().max() == 0
-        res[f"{name}/{layout}/logprob_max_diff"] = maxr(lp_diff)
-        res[f"{name}/{layout}/entropy_max_diff"] = maxr(ent_diff)
+        res[f"{name}/{layout}/logprob_max_diff"] = gather_max(lp_diff)
+        res[f"{name}/{layout}/entropy_max_diff"] = gather_max(ent_diff)
         if layout == "tp2":
             # Gradient into the vocab-parallel logits vs autograd on the full logits.
             pos = torch.arange(ids.shape[1]).expand_as(ids)
@@ -95,31 +97,60 @@ def critic_checks(name, hf, ids, hidden_ref, res):
 
     for layout, (tp, pp) in {"tp2": (2, 1), "pp2": (1, 2)}.items():
         groups = initialize_parallel(ParallelConfig(tp=tp, pp=pp, device="cpu"))
-        critic = build_critic(hf.config, groups, ModelOptions(precision="fp32"))
-        load_hf_weights(critic, hf, tp, groups.tp_rank)
+        critic, info = build_critic(hf.config, groups, ModelOptions(precision="fp32"))
+        load_hf_weights(critic, info, hf, tp, groups.tp_rank)
         critic.eval()
         outs = compute_values(critic, groups, [MicroBatch(ids)])
-        diff, shape_ok = 0.0, True
+        diff = shape_wrong = None
         if outs:
-            head = critic.output_layer
+            head = critic.value_head
             expect = token_values((hidden_ref @ head.weight.detach().T + head.bias.detach()))
             diff = (outs[0] - expect).abs().max().item()
             shape_ok = tuple(outs[0].shape) == tuple(ids.shape) and outs[0][:, 0].abs().max() == 0
-        res[f"{name}/critic_{layout}/value_max_diff"] = maxr(diff)
-        res[f"{name}/critic_{layout}/shape_ok"] = bool(maxr(0.0 if shape_ok else 1.0) == 0.0)
+            shape_wrong = 0.0 if shape_ok else 1.0
+        res[f"{name}/critic_{layout}/value_max_diff"] = gather_max(diff)
+        res[f"{name}/critic_{layout}/shape_wrong"] = gather_max(shape_wrong)
         if layout == "tp2":
             critic.train()
             pos = torch.arange(ids.shape[1]).expand_as(ids)
             values = token_values(critic(ids, pos, None))
             target = torch.linspace(-1, 1, ids.numel()).reshape(ids.shape)
             ((values - target) ** 2)[:, 1:].mean().backward()
-            g_head = critic.output_layer.weight.grad
+            g_head = critic.value_head.weight.grad
             g_body = critic.decoder.layers[0].mlp.linear_fc2.weight.grad
             gathered = [torch.empty_like(g_head) for _ in range(2)]
             dist.all_gather(gathered, g_head.contiguous())
             res[f"{name}/critic/head_grad_norm"] = maxr(-g_head.norm().item()) * -1
             res[f"{name}/critic/backbone_grad_norm"] = -maxr(-g_body.norm().item())
             res[f"{name}/critic/head_grad_same_on_tp_ranks"] = bool(torch.equal(gathered[0], gathered[1]))
+
+
+def critic_ddp_checks(name, hf, ids, res):
+    """The critic trains through Megatron DDP, the 1F1B schedule and finalize_model_grads at
+    PP=2 (which look model attributes up by name): every stage gets non-zero gradients."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_pacore.checkpoint.loader import load_hf_weights
+    from megatron_pacore.training.critic import build_critic
+    from megatron_pacore.training.models import ModelOptions
+    from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
+
+    groups = initialize_parallel(ParallelConfig(pp=2, device="cpu"))
+    critic, info = build_critic(hf.config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(critic, info, hf, 1, 0)
+    critic.config.finalize_model_grads_func = finalize_model_grads
+    ddp = DistributedDataParallel(critic.config, DistributedDataParallelConfig(), critic)
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+
+    def step(data, model):
+        out = model(next(data), pos, None)
+        return out, lambda values: (values.float().pow(2).mean(), {})
+
+    get_forward_backward_func()(forward_step_func=step, data_iterator=iter([ids]), model=[ddp], num_microbatches=1,
+                                seq_length=ids.shape[1], micro_batch_size=ids.shape[0], forward_only=False)
+    grad = sum(p.main_grad.abs().sum().item() for p in ddp.parameters())
+    res[f"{name}/critic_pp2_ddp_min_stage_grad"] = -maxr(-grad)
 
 
 def recompute_checks(name, hf, ids, res):
@@ -134,8 +165,8 @@ def recompute_checks(name, hf, ids, res):
                  ModelOptions(precision="fp32", recompute_granularity="full", recompute_method="uniform",
                               recompute_num_layers=1)):
         groups = initialize_parallel(ParallelConfig(tp=2, device="cpu"))
-        model = build_actor(hf.config, groups, opts)
-        load_hf_weights(model, hf, 2, groups.tp_rank)
+        model, info = build_actor(hf.config, groups, opts)
+        load_hf_weights(model, info, hf, 2, groups.tp_rank)
         model.train()
         pos = torch.arange(ids.shape[1]).expand_as(ids)
         lp, ent = token_logprobs(model(ids, pos, None), ids, hf.config.vocab_size, T, groups.tp_group, True)
@@ -164,6 +195,8 @@ def main() -> None:
         critic_checks(name, hf, ids, hidden_ref, res)
         if name == "qwen3":
             recompute_checks(name, hf, ids, res)
+        if name == "qwen2":
+            critic_ddp_checks(name, hf, ids, res)
     if dist.get_rank() == 0:
         Path(args.result).write_text(json.dumps(res))
     destroy_parallel()

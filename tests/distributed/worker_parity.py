@@ -3,7 +3,8 @@
 For every family directory given and every layout (TP=1, TP=2, PP=2) it builds the actor,
 loads the Hugging Face weights through the mapping table, runs Megatron's pipeline schedule
 forward-only in fp32/eval and compares full-vocabulary logits with `transformers`.
-Rank 0 writes {"<family>/<layout>": max_abs_diff, ...} to --result.
+Rank 0 writes {"<family>/<layout>": {"max": max_abs_diff, "ranks": ranks_with_logits}, ...}
+to --result (`rank_outputs.gather_max`: a rank without logits reports None, not a number).
 """
 from __future__ import annotations
 
@@ -12,16 +13,9 @@ import json
 
 import torch
 import torch.distributed as dist
+from rank_outputs import gather_max
 
 LAYOUTS = {"tp1": (1, 1), "tp2": (2, 1), "pp2": (1, 2)}
-
-
-def reference_logits(hf_dir: str, ids: torch.Tensor) -> torch.Tensor:
-    from transformers import AutoModelForCausalLM
-
-    ref = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return ref(ids).logits
 
 
 def megatron_logits(hf_dir: str, tp: int, pp: int, batches) -> list[torch.Tensor]:
@@ -33,8 +27,8 @@ def megatron_logits(hf_dir: str, tp: int, pp: int, batches) -> list[torch.Tensor
 
     groups = initialize_parallel(ParallelConfig(tp=tp, pp=pp, device="cpu"))
     hf = HFCheckpoint(hf_dir)
-    model = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
-    load_hf_weights(model, hf, tp, groups.tp_rank)
+    model, info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(model, info, hf, tp, groups.tp_rank)
     model.eval()
     vocab = hf.config.vocab_size
     out = forward_only(model, groups, batches, lambda logits, mb: gather_vocab(logits, groups, vocab))
@@ -47,6 +41,7 @@ def main() -> None:
     p.add_argument("--models", required=True, help="JSON {family: hf_dir}")
     args = p.parse_args()
     from megatron_pacore.training.forward import MicroBatch
+    from megatron_pacore.checkpoint.verify import hf_logits
 
     models = json.loads(args.models)
     gen = torch.Generator().manual_seed(0)
@@ -55,14 +50,12 @@ def main() -> None:
         vocab = json.load(open(f"{hf_dir}/config.json"))["vocab_size"]
         # Two micro-batches of 2 x 48 tokens: exercises the 1F1B schedule's p2p at PP=2.
         ids = torch.randint(0, vocab, (4, 48), generator=gen)
-        ref = reference_logits(hf_dir, ids)
+        ref = hf_logits(hf_dir, ids)
         batches = [MicroBatch(ids[:2]), MicroBatch(ids[2:])]
         for layout, (tp, pp) in LAYOUTS.items():
             outs = megatron_logits(hf_dir, tp, pp, batches)
-            diff = torch.cat(outs).sub(ref).abs().max().item() if outs else -1.0
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, diff)
-            results[f"{family}/{layout}"] = max(gathered)
+            diff = torch.cat(outs).sub(ref).abs().max().item() if outs else None
+            results[f"{family}/{layout}"] = gather_max(diff)
     if dist.get_rank() == 0:
         with open(args.result, "w") as f:
             json.dump(results, f)

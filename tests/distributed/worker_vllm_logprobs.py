@@ -3,7 +3,7 @@
 1. vLLM (fp32, logprobs_mode=processed_logprobs) samples responses at temperature 0.7 and
    reports each sampled token's log-prob; the Megatron actor scores the same prompt+response
    tokens with `compute_logprobs(temperature=0.7)`.
-2. The Megatron weights are perturbed, exported with `export_buckets` and pushed into vLLM
+2. Every Megatron weight (norm scales and biases too) is perturbed, exported with `export_buckets` and pushed into vLLM
    with `worker.model_runner.reload_weights(weights_iterator=...)` (plus the tied lm_head
    refresh vLLM's CPU build needs); vLLM samples again and the two sides are compared again
    (and against the stale weights, which must now disagree).
@@ -69,8 +69,8 @@ def main() -> None:
     groups = initialize_parallel(ParallelConfig(tp=1, device="cpu"))
     hf = HFCheckpoint(args.model)
     vocab = hf.config.vocab_size
-    model = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
-    load_hf_weights(model, hf, 1, 0)
+    model, info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+    load_hf_weights(model, info, hf, 1, 0)
     model.eval()
     gen = torch.Generator().manual_seed(0)
     prompt_len = 16
@@ -79,11 +79,10 @@ def main() -> None:
     seqs, vlp = sample(llm, prompts, 32)
     res["initial"] = compare(seqs, vlp, megatron_scores(model, groups, seqs, vocab), prompt_len)
 
-    with torch.no_grad():  # a visible update: scale every weight matrix by 1.1
+    with torch.no_grad():  # a visible update: scale every parameter by 1.1
         for param in model.parameters():
-            if param.dim() == 2:
-                param.mul_(1.1)
-    weights = [kv for bucket in export_buckets(model, groups, bucket_bytes=256 << 10) for kv in bucket]
+            param.mul_(1.1)
+    weights = [kv for bucket in export_buckets(model, info, groups, bucket_bytes=256 << 10) for kv in bucket]
 
     def reload(worker):
         worker.model_runner.reload_weights(weights_iterator=iter(weights))
@@ -99,8 +98,7 @@ def main() -> None:
     res["after_sync"] = compare(seqs, vlp, megatron_scores(model, groups, seqs, vocab), prompt_len)
     with torch.no_grad():
         for param in model.parameters():
-            if param.dim() == 2:
-                param.div_(1.1)
+            param.div_(1.1)
     res["stale"] = compare(seqs, vlp, megatron_scores(model, groups, seqs, vocab), prompt_len)
     Path(args.result).write_text(json.dumps(res))
 

@@ -10,6 +10,13 @@ import torch
 
 os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 
+# `make test` on a GPU machine sets PACORE_REQUIRE_CUDA=1: there a torch without CUDA (a CPU
+# venv) is an install error to report, not a reason to skip every test here.
+if os.environ.get("PACORE_REQUIRE_CUDA") == "1" and not torch.cuda.is_available():
+    raise pytest.UsageError(
+        "PACORE_REQUIRE_CUDA=1 (a GPU machine) but this torch sees no CUDA "
+        f"(torch {torch.__version__}): run `EXTRAS=gpu,test bash scripts/install.sh`")
+
 
 def pytest_collection_modifyitems(items):
     for item in items:

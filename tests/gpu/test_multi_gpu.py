@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 G
 @pytest.fixture(scope="module")
 def measured(tiny_model, tmp_path_factory):
     result = tmp_path_factory.mktemp("gpu2") / "result.json"
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2",
+    # python -m torch.distributed.run: in NGC images `torchrun` is not next to sys.executable.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "tests" / "gpu" / "worker_tp_sp_cp.py"), "--model", str(tiny_model), "--result", str(result)]
     env = dict(os.environ, PYTHONPATH=str(ROOT), NVIDIA_TF32_OVERRIDE="0")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -8,9 +8,21 @@ FAMILIES = ("qwen3", "qwen2", "llama")
 
 @pytest.fixture(scope="module")
 def groups():
-    from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
+    """A world of one on this GPU; torn down afterwards so that NCCL, Megatron's groups and the
+    RANK/WORLD_SIZE variables `initialize_parallel` sets do not leak into later tests."""
+    import os
 
-    return initialize_parallel(ParallelConfig(tp=1, device="cuda"))
+    from megatron_pacore.training.parallel import ParallelConfig, destroy_parallel, initialize_parallel
+
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    saved = {k: os.environ.get(k) for k in names}
+    yield initialize_parallel(ParallelConfig(tp=1, device="cuda"))
+    destroy_parallel()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _actor(hf_dir, groups, **opts):
@@ -19,8 +31,8 @@ def _actor(hf_dir, groups, **opts):
     from megatron_pacore.training.models import ModelOptions, build_actor
 
     hf = HFCheckpoint(hf_dir)
-    model = build_actor(hf.config, groups, ModelOptions(**opts))
-    load_hf_weights(model, hf, 1, 0)
+    model, info = build_actor(hf.config, groups, ModelOptions(**opts))
+    load_hf_weights(model, info, hf, 1, 0)
     return model.cuda(), hf.config
 
 
@@ -33,7 +45,9 @@ def _reference_logits(hf_dir, ids):
 
 
 def _ids(vocab, b=2, s=64, seed=0):
-    return torch.randint(0, vocab, (b, s), generator=torch.Generator().manual_seed(seed))
+    from megatron_pacore.checkpoint.verify import random_tokens
+
+    return random_tokens(vocab, b, s, seed)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -25,8 +25,8 @@ def build(hf, groups, opts, critic=False):
     from megatron_pacore.training.critic import build_critic
     from megatron_pacore.training.models import build_actor
 
-    model = (build_critic if critic else build_actor)(hf.config, groups, opts)
-    load_hf_weights(model, hf, groups.config.tp, groups.tp_rank)
+    model, info = (build_critic if critic else build_actor)(hf.config, groups, opts)
+    load_hf_weights(model, info, hf, groups.config.tp, groups.tp_rank)
     return model.cuda()
 
 
@@ -43,10 +43,12 @@ def main() -> None:
 
     hf = HFCheckpoint(args.model)
     ids = torch.randint(0, hf.config.vocab_size, (2, 128), generator=torch.Generator().manual_seed(0))
-    ref = reference_logprobs(args.model, ids)
     res = {}
 
+    # Sets this rank's device (LOCAL_RANK) first: every `.cuda()` below lands on it, so the
+    # reference and the Megatron results live on the same GPU.
     groups = initialize_parallel(ParallelConfig(tp=2, device="cuda"))
+    ref = reference_logprobs(args.model, ids)
     opts = ModelOptions(precision="bf16", sequence_parallel=True)
     actor = build(hf, groups, opts).eval()
     (lp, _), = compute_logprobs(actor, groups, [MicroBatch(ids)], hf.config.vocab_size)
@@ -59,7 +61,7 @@ def main() -> None:
     token_values(critic(ids.cuda(), pos, None)).pow(2).mean().backward()
     # Sequence parallel: each rank holds half the tokens' head gradient; Megatron all-reduces
     # params marked sequence_parallel in finalize_model_grads. Emulate that and compare ranks.
-    g = critic.output_layer.weight.grad.clone()
+    g = critic.value_head.weight.grad.clone()
     dist.all_reduce(g, group=groups.tp_group)
     parts = [torch.empty_like(g) for _ in range(2)]
     dist.all_gather(parts, g, group=groups.tp_group)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from megatron_pacore.types import Completion, GenerationRequest
 
@@ -26,6 +26,7 @@ class ScriptedGenerator:
     calls: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
     max_in_flight: int = 0
+    tokenizer: Optional[Any] = None  # as a server's (ModelGenerator): the message bound counts words
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         loop = asyncio.get_running_loop()
@@ -54,6 +55,9 @@ class ScriptedGenerator:
         finally:
             self.in_flight -= 1
             self.log.append((request.request_id, start, loop.time(), request))
+
+    async def check(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass

@@ -1,8 +1,17 @@
+"""The config tree: checks naming the field, YAML + dotted overrides, and the flags derived
+from the dataclasses (names, --help from the field docstrings, precedence)."""
+import argparse
+from pathlib import Path
+
 import pytest
 
-from megatron_pacore.config import InferConfig, load_config
+from megatron_pacore.config import GenerationOptions, InferConfig, ServerOptions, load_config
+from megatron_pacore.config_cli import add_config_arguments, config_from_args, field_docs
+from megatron_pacore.eval.config import EvalConfig
+from megatron_pacore.types import SamplingSettings
 
-BASE = dict(model="m", input="i.jsonl", output="o.jsonl")
+ROOT = Path(__file__).resolve().parents[2]
+BASE = dict(input="i.jsonl", output="o.jsonl", generation=GenerationOptions(model="m"))
 
 
 def test_level_or_widths_exactly_one():
@@ -14,8 +23,8 @@ def test_level_or_widths_exactly_one():
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("concurrency", 0, "concurrency"), ("max_tokens", 0, "max_tokens"),
-    ("reference_order", "x", "reference_order"), ("level", "huge", "level"), ("widths", "4,0", "positive"),
+    ("level", "huge", "level"), ("widths", "4,0", "positive"), ("limit", 0, "limit must be >= 1, got 0"),
+    ("input", "", "input is required"),
 ])
 def test_bad_fields_are_named(field, value, match):
     kw = dict(BASE, level="low")
@@ -26,15 +35,132 @@ def test_bad_fields_are_named(field, value, match):
         InferConfig(**kw)
 
 
+@pytest.mark.parametrize("kw,match", [
+    (dict(concurrency=0), "concurrency must be >= 1, got 0"),
+    (dict(max_retries=-1), "max_retries must be >= 0, got -1"),
+    (dict(reference_order="sorted"), r"reference_order must be one of \['released', 'random'\], got 'sorted'"),
+    (dict(max_message_tokens=0), "max_message_tokens must be >= 1, got 0"),
+    (dict(model=""), "model is required"),
+])
+def test_generation_limits_are_checked_once_in_generation_options(kw, match):
+    with pytest.raises(ValueError, match=match):
+        GenerationOptions(**{"model": "m", **kw})
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(max_tokens=0), "max_tokens must be >= 1, got 0"),
+    (dict(temperature=-0.5), "temperature must be >= 0"),
+    (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+])
+def test_sampling_limits_are_checked_in_sampling_settings(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SamplingSettings(**kw)
+
+
 def test_yaml_and_dotted_overrides(tmp_path):
     y = tmp_path / "c.yaml"
-    y.write_text("model: /ckpt\ninput: a.jsonl\noutput: b.jsonl\nlevel: high\nconcurrency: 8\n")
-    cfg = load_config(InferConfig, str(y), ["concurrency=16", "vllm_args.max_model_len=4096"])
-    assert cfg.concurrency == 16 and cfg.level == "high" and cfg.vllm_args == {"max_model_len": 4096}
+    y.write_text("input: a.jsonl\noutput: b.jsonl\nlevel: high\n"
+                 "generation:\n  model: /ckpt\n  concurrency: 8\n  sampling:\n    temperature: 0.6\n")
+    cfg = load_config(InferConfig, str(y), ["generation.concurrency=16", "generation.vllm_args.max_model_len=4096"])
+    assert cfg.generation.concurrency == 16 and cfg.level == "high" and cfg.generation.vllm_args == {"max_model_len": 4096}
+    assert cfg.generation.sampling == SamplingSettings(temperature=0.6)
+    assert cfg.generation.model == "/ckpt" and cfg.generation.server == ServerOptions()
 
 
 def test_unknown_key_and_wrong_type_are_named(tmp_path):
+    base = ["generation.model=m", "input=i", "output=o", "level=low"]
     with pytest.raises(ValueError, match="concurency"):
-        load_config(InferConfig, None, ["model=m", "input=i", "output=o", "level=low", "concurency=3"])
+        load_config(InferConfig, None, base + ["generation.concurency=3"])
     with pytest.raises(ValueError, match="concurrency"):
-        load_config(InferConfig, None, ["model=m", "input=i", "output=o", "level=low", "concurrency=many"])
+        load_config(InferConfig, None, base + ["generation.concurrency=many"])
+    with pytest.raises(ValueError, match="temprature"):
+        load_config(InferConfig, None, base + ["generation.sampling.temprature=0.5"])
+    with pytest.raises(ValueError, match="must be dotted KEY=VALUE"):
+        load_config(InferConfig, None, base + ["generation.concurrency"])
+    with pytest.raises(ValueError, match="model is required"):
+        load_config(InferConfig, None, ["input=i", "output=o", "level=low"])
+
+
+def parser_for(cls):
+    p = argparse.ArgumentParser(prog="t")
+    add_config_arguments(p, cls)
+    return p
+
+
+def test_flags_are_derived_from_every_leaf_field_with_their_docstrings_as_help():
+    p = parser_for(InferConfig)
+    flags = {a.option_strings[0]: a for a in p._actions if a.option_strings and a.dest != "help"}
+    assert set(flags) == {
+        "--input", "--output", "--level", "--widths", "--resume", "--limit", "--model", "--max-tokens",
+        "--temperature", "--top-p", "--seed", "--concurrency", "--max-retries", "--reference-order",
+        "--max-message-tokens", "--vllm-arg", "--served-model-name", "--stream", "--config", "--allow-failed",
+    }
+    assert flags["--top-p"].help.startswith(field_docs(SamplingSettings)["top_p"])
+    assert flags["--concurrency"].help == field_docs(GenerationOptions)["concurrency"] + " (default: 64)"
+    assert flags["--level"].choices == ["high", "low", "medium"]
+    assert flags["--reference-order"].choices == ["released", "random"]
+    assert field_docs(GenerationOptions)["model"] == "checkpoint directory (in-process vLLM) or http(s):// server URL"
+    eval_flags = {a.option_strings[0] for a in parser_for(EvalConfig)._actions if a.option_strings}
+    assert {"--report", "--benchmark", "--levels", "--widths", "--runs", "--methods", "--pool",
+            "--grade-workers", "--grade-timeout", "--model", "--max-tokens"} <= eval_flags
+    assert "--ignore-eos" not in eval_flags  # metadata cli=False: benchmarks only
+
+
+def test_every_config_field_has_a_docstring():
+    for cls in (InferConfig, EvalConfig, GenerationOptions, ServerOptions, SamplingSettings):
+        docs = field_docs(cls)
+        missing = [f for f in cls.__dataclass_fields__ if not docs.get(f)]
+        assert not missing, f"{cls.__name__}: fields without a docstring: {missing}"
+
+
+def test_flags_yaml_and_overrides_compose_in_order(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("input: a.jsonl\noutput: b.jsonl\nlevel: low\n"
+                 "generation:\n  model: /ckpt\n  concurrency: 8\n  max_retries: 5\n"
+                 "  sampling: {temperature: 0.6, seed: 1}\n  vllm_args: {max_model_len: 4096}\n")
+    args = parser_for(InferConfig).parse_args([
+        "--config", str(y), "--concurrency", "16", "--seed", "2", "--vllm-arg", "enforce_eager=true",
+        "--stream", "generation.sampling.seed=3"])
+    cfg = config_from_args(InferConfig, args)
+    g = cfg.generation
+    assert (cfg.input, cfg.level, g.model) == ("a.jsonl", "low", "/ckpt")  # YAML
+    assert (g.concurrency, g.max_retries) == (16, 5)  # the flag over YAML; YAML kept where no flag
+    assert g.sampling == SamplingSettings(temperature=0.6, seed=3)  # the override over the flag
+    assert g.vllm_args == {"max_model_len": 4096, "enforce_eager": True}
+    assert g.server.stream is True
+
+
+def test_flags_alone_build_the_config_with_the_defaults():
+    args = parser_for(EvalConfig).parse_args([
+        "--model", "m", "--report", "r", "--levels", "low,medium", "--methods", "pacore,single",
+        "--grade-timeout", "3", "--max-tokens", "64", "--pool", "16"])
+    cfg = config_from_args(EvalConfig, args)
+    assert cfg.levels == ["low", "medium"] and cfg.methods == ["pacore", "single"]
+    assert cfg.grade_timeout_s == 3.0 and cfg.pool == 16 and cfg.runs == 1
+    assert cfg.generation == GenerationOptions(model="m", sampling=SamplingSettings(max_tokens=64))
+    args = parser_for(EvalConfig).parse_args(["--model", "m", "--report", "r", "--widths", "4", "32,4"])
+    assert config_from_args(EvalConfig, args).widths == ["4", "32,4"]
+
+
+@pytest.mark.parametrize("name,cls", [("infer.yaml", InferConfig), ("eval.yaml", EvalConfig)])
+def test_example_configs_load(name, cls):
+    cfg = load_config(cls, str(ROOT / "examples" / "configs" / name))
+    assert cfg.generation.model
+
+
+def test_one_config_scripts_parse_their_whole_command_line():
+    from megatron_pacore.config_cli import parse
+
+    cfg = parse(InferConfig, ["--model", "m", "--input", "i", "--output", "o", "--widths", "8", "limit=3"])
+    assert (cfg.generation.model, cfg.widths, cfg.limit) == ("m", "8", 3)
+
+
+def test_pacore_reports_a_bad_yaml_key_with_exit_code_2(tmp_path, capsys):
+    from megatron_pacore.cli import main
+
+    y = tmp_path / "c.yaml"
+    y.write_text("input: a.jsonl\noutput: b.jsonl\nlevel: low\ngeneration:\n  model: m\n  concurency: 8\n")
+    assert main(["infer", "--config", str(y)]) == 2
+    assert "concurency" in capsys.readouterr().err
+    assert main(["infer", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err

@@ -1,20 +1,54 @@
-"""Single-process conversion: round trip, bf16, sharded export, and errors that name the problem."""
+"""Single-process conversion: round trip, bf16, sharded export, and errors that name the problem.
+
+The CLI tests call `tools/convert_hf.py`'s `main` in-process, loaded from its file (tools/ is
+not a package and is not put on sys.path).
+"""
+import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from convert_hf import main as convert_main
 from megatron_pacore.checkpoint.convert import hf_to_megatron, megatron_to_hf
 from megatron_pacore.checkpoint.dist import read_info
 from megatron_pacore.checkpoint.hf_io import HFCheckpoint
 
 
+def _load_tool(name: str):
+    path = Path(__file__).resolve().parents[3] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+convert_main = _load_tool("convert_hf").main
+
+
 def _tensors(d):
     ck = HFCheckpoint(d)
     return {n: ck.get(n) for n in ck.names()}
+
+
+def _transformers_logits(d, ids, dtype=torch.float32):
+    """fp32 eval-mode logits [b, s, V] of the checkpoint in `d` as `transformers` loads it, its
+    weights first stored in `dtype` (bf16 rounds them as the converter does); fails if any
+    weight was missing from or unexpected in the checkpoint (transformers only warns)."""
+    from transformers import AutoModelForCausalLM
+
+    model, info = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, output_loading_info=True)
+    assert not any(info.values()), info
+    model = model.float().eval()
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def _ids(d):
+    vocab = json.loads((Path(d) / "config.json").read_text())["vocab_size"]
+    return torch.randint(0, vocab, (2, 40), generator=torch.Generator().manual_seed(0))
 
 
 def test_round_trip_through_the_cli_is_bit_identical(tiny_models, tmp_path):
@@ -25,6 +59,9 @@ def test_round_trip_through_the_cli_is_bit_identical(tiny_models, tmp_path):
     a, b = _tensors(src), _tensors(tmp_path / "hf")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "hf" / "tokenizer.json").is_file() and (tmp_path / "hf" / "config.json").is_file()
+    # The exported config builds the same model: equal tensors give equal logits.
+    ids = _ids(src)
+    assert torch.equal(_transformers_logits(tmp_path / "hf", ids), _transformers_logits(src, ids))
 
 
 def test_checkpoint_records_family_and_padding_for_tp(tiny_models, tmp_path):
@@ -43,10 +80,15 @@ def test_bf16_conversion_and_sharded_export(tiny_models, tmp_path):
     out = _tensors(tmp_path / "hf")
     assert all(t.dtype == torch.bfloat16 for t in out.values())
     assert all(torch.equal(out[k], src[k].to(torch.bfloat16)) for k in src)
-    # transformers loads the export.
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
-    assert model.config.tie_word_embeddings
+    # transformers loads the sharded export (tied, so without an lm_head of its own) as the
+    # source model with its weights rounded to bf16: the same logits, computed in fp32.
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["tie_word_embeddings"] is True
+    ids = _ids(tiny_models["qwen3"])
+    exported = _transformers_logits(tmp_path / "hf", ids)
+    source = _transformers_logits(tiny_models["qwen3"], ids, dtype=torch.bfloat16)
+    assert (exported - source).abs().max().item() <= 1e-6
+    # ... and bf16 rounding moved them measurably off the fp32 source (the check can fail).
+    assert (exported - _transformers_logits(tiny_models["qwen3"], ids)).abs().max().item() > 1e-4
 
 
 def test_tp_that_does_not_divide_kv_heads_is_an_error(tiny_models, tmp_path, capsys):

@@ -90,3 +90,23 @@ def test_stream_writer_refuses_out_of_plan_tensors(tmp_path):
         w.write("b", torch.zeros(2))
     with pytest.raises(ValueError, match=r"not written: \['a'\]"):
         w.close()
+
+
+def test_tied_checkpoint_with_an_lm_head_other_than_the_embedding_is_refused(tiny_models, tmp_path):
+    # The tiny Qwen3 ties its embeddings: an lm_head.weight of its own would be left unused.
+    d = _copy_with(tiny_models["qwen3"], tmp_path / "m",
+                   lambda t: t.__setitem__("lm_head.weight", t["model.embed_tokens.weight"] + 1))
+    with pytest.raises(ValueError, match=r"unknown \['lm_head.weight'\].*not a copy of the embedding"):
+        HFCheckpoint(d).check()
+
+
+def test_tied_checkpoint_may_carry_an_exact_copy_of_the_embedding(tiny_models, tmp_path):
+    d = _copy_with(tiny_models["qwen3"], tmp_path / "m",
+                   lambda t: t.__setitem__("lm_head.weight", t["model.embed_tokens.weight"].clone()))
+    HFCheckpoint(d).check()
+
+
+def test_non_weight_buffers_are_not_counted_as_unused(tiny_models, tmp_path):
+    d = _copy_with(tiny_models["llama"], tmp_path / "m",
+                   lambda t: t.__setitem__("model.layers.0.self_attn.rotary_emb.inv_freq", torch.ones(32)))
+    HFCheckpoint(d).check()

@@ -1,70 +1,101 @@
-"""The named special cases of the mapping tables, checked by hand on small tensors."""
+"""The mapping kinds, checked by hand on small tensors: global shape, from_hf / to_hf, shards."""
 import pytest
 import torch
 
-from megatron_pacore.checkpoint.mapping import FAMILIES
-from megatron_pacore.checkpoint.transforms import (
-    Dims, interleave_qkv, pad_vocab, padded_vocab_size, shard, split_qkv, to_global, to_hf, unshard)
+from megatron_pacore.checkpoint.mapping import Table
+from megatron_pacore.checkpoint.transforms import TensorSource
+from megatron_pacore.hf_config import FAMILIES, Dims, padded_vocab_size
 
 
-def _rule(suffix):
-    return next(r for r in FAMILIES["qwen2"].rules if r.megatron.endswith(suffix))
+def _mapping(suffix):
+    return next(m for m in Table.of(FAMILIES["qwen2"], False, 1).mappings if m.megatron.endswith(suffix))
 
 
 DIMS = Dims(num_heads=4, num_groups=2, head_dim=1, vocab_size=5, padded_vocab_size=8)
 
 
+def _from_hf(mapping, tensors, out=None):
+    names = tuple(f"t{i}" for i in range(len(tensors)))
+    return mapping.from_hf(TensorSource(dict(zip(names, tensors))), names, DIMS, out=out)
+
+
+def _to_hf(mapping, full):
+    return mapping.hf_tensors(full, DIMS)
+
+
 def test_qkv_rows_are_grouped_queries_then_key_then_value():
+    m = _mapping("linear_qkv.weight")
     q = torch.tensor([[10.], [11.], [12.], [13.]])  # heads 0,1 -> group 0; heads 2,3 -> group 1
     k = torch.tensor([[20.], [21.]])
     v = torch.tensor([[30.], [31.]])
-    qkv = interleave_qkv(q, k, v, DIMS)
+    qkv = _from_hf(m, [q, k, v])
     assert qkv.flatten().tolist() == [10, 11, 20, 30, 12, 13, 21, 31]
-    q2, k2, v2 = split_qkv(qkv, DIMS)
+    q2, k2, v2 = _to_hf(m, qkv)
     assert torch.equal(q2, q) and torch.equal(k2, k) and torch.equal(v2, v)
+    # The row blocks for the streaming writer are views of the fused tensor, one per group.
+    parts = m.to_hf(qkv, DIMS)
+    assert [len(p) for p in parts] == [2, 2, 2] and parts[0][0].data_ptr() == qkv.data_ptr()
 
 
 def test_qkv_bias_interleaves_like_the_weight():
+    m = _mapping("linear_qkv.bias")
     q, k, v = torch.arange(4.), torch.arange(2.) + 10, torch.arange(2.) + 20
-    assert interleave_qkv(q, k, v, DIMS).tolist() == [0, 1, 10, 20, 2, 3, 11, 21]
+    assert _from_hf(m, [q, k, v]).tolist() == [0, 1, 10, 20, 2, 3, 11, 21]
+
+
+def test_qkv_rows_that_do_not_match_the_heads_are_refused():
+    m = _mapping("linear_qkv.weight")
+    with pytest.raises(ValueError, match="q/k/v rows 4/1/2 do not match heads=4, kv_heads=2, head_dim=1"):
+        _from_hf(m, [torch.zeros(4, 1), torch.zeros(1, 1), torch.zeros(2, 1)])
 
 
 def test_qkv_shard_gives_each_tp_rank_whole_query_groups():
-    rule = _rule("linear_qkv.weight")
+    m = _mapping("linear_qkv.weight")
     q = torch.arange(4.).unsqueeze(1)
-    full = to_global(rule, [q, q[:2] + 10, q[:2] + 20], DIMS)
-    assert shard(rule, full, 2, 1).flatten().tolist() == [2, 3, 11, 21]
+    full = _from_hf(m, [q, q[:2] + 10, q[:2] + 20])
+    assert m.shard(full, 2, 1).flatten().tolist() == [2, 3, 11, 21]
+    assert torch.equal(m.unshard([m.shard(full, 2, r) for r in range(2)]), full)
 
 
 def test_fc1_shard_is_gate_slice_then_up_slice():
-    rule = _rule("linear_fc1.weight")
+    m = _mapping("linear_fc1.weight")
     gate = torch.tensor([[1.], [2.], [3.], [4.]])
     up = torch.tensor([[5.], [6.], [7.], [8.]])
-    full = to_global(rule, [gate, up], DIMS)
+    full = _from_hf(m, [gate, up])
     assert full.flatten().tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
-    shards = [shard(rule, full, 2, r) for r in range(2)]
+    shards = [m.shard(full, 2, r) for r in range(2)]
     assert shards[0].flatten().tolist() == [1, 2, 5, 6]
     assert shards[1].flatten().tolist() == [3, 4, 7, 8]
-    assert torch.equal(unshard(rule, shards), full)
-    g, u = to_hf(rule, unshard(rule, shards), DIMS)
+    assert torch.equal(m.unshard(shards), full)
+    g, u = _to_hf(m, m.unshard(shards))
     assert torch.equal(g, gate) and torch.equal(u, up)
 
 
 def test_vocab_is_padded_with_zero_rows_and_trimmed_on_export():
-    rule = _rule("word_embeddings.weight")
+    m = _mapping("word_embeddings.weight")
     emb = torch.arange(10.).reshape(5, 2) + 1
-    full = to_global(rule, [emb], DIMS)
+    out = torch.full((8, 2), 7.0)  # a reused buffer: the padding rows must be zeroed
+    full = _from_hf(m, [emb], out=out)
+    assert full.data_ptr() == out.data_ptr()
     assert full.shape == (8, 2) and full[5:].abs().sum() == 0
-    shards = [shard(rule, full, 2, r) for r in range(2)]
+    shards = [m.shard(full, 2, r) for r in range(2)]
     assert [s.shape[0] for s in shards] == [4, 4]
-    (back,) = to_hf(rule, unshard(rule, shards), DIMS)
+    (back,) = _to_hf(m, m.unshard(shards))
     assert torch.equal(back, emb)
 
 
+def test_from_hf_casts_into_a_buffer_of_another_dtype():
+    m = _mapping("linear_qkv.weight")
+    q, k, v = torch.randn(4, 3), torch.randn(2, 3), torch.randn(2, 3)
+    out = torch.empty(8, 3, dtype=torch.bfloat16)
+    _from_hf(m, [q, k, v], out=out)
+    assert torch.equal(out, _from_hf(m, [q, k, v]).to(torch.bfloat16))
+
+
 def test_row_parallel_splits_columns():
-    rule = _rule("linear_proj.weight")
+    m = _mapping("linear_proj.weight")
     w = torch.arange(8.).reshape(2, 4)
-    assert shard(rule, w, 2, 1).tolist() == [[2, 3], [6, 7]]
+    assert m.shard(w, 2, 1).tolist() == [[2, 3], [6, 7]]
 
 
 @pytest.mark.parametrize("vocab,tp,expected", [(1002, 1, 1024), (1002, 2, 1024), (1100, 2, 1280),
@@ -73,6 +104,7 @@ def test_padded_vocab_is_multiple_of_128_times_tp(vocab, tp, expected):
     assert padded_vocab_size(vocab, tp) == expected
 
 
-def test_pad_vocab_refuses_a_smaller_padded_size():
+def test_vocab_padding_refuses_a_smaller_padded_size():
+    m = _mapping("word_embeddings.weight")
     with pytest.raises(ValueError, match="exceeds padded size"):
-        pad_vocab(torch.zeros(10, 2), 8)
+        m.global_shape([(10, 2)], DIMS)

@@ -22,7 +22,8 @@ import pytest
 from helpers.scripted import ScriptedGenerator
 from megatron_pacore.eval.command import run_eval
 from megatron_pacore.eval.config import EvalConfig
-from megatron_pacore.types import Completion
+from megatron_pacore.config import GenerationOptions
+from megatron_pacore.types import Completion, SamplingSettings
 
 ANSWERS = {"A": "7", "B": "12", "C": r"\frac{1}{2}", "D": "9"}
 FIRST = {"A": ["7", "7", "7", "7"], "B": ["3", "3", "5", "12"], "C": ["1", "2", "2", "3"], "D": ["9", "4", "9", "4"]}
@@ -57,11 +58,12 @@ def benchmark(tmp_path):
     return path
 
 
-def config(tmp_path, benchmark, **kw):
+def config(tmp_path, benchmark, max_tokens=None, **kw):
     kw.setdefault("widths", ["4"])
     kw.setdefault("runs", 2)
-    return EvalConfig(model="scripted", report=str(tmp_path / "report"), benchmark=str(benchmark),
-                      grade_workers=2, **kw)
+    generation = GenerationOptions(model="scripted", sampling=SamplingSettings(max_tokens=max_tokens))
+    return EvalConfig(report=str(tmp_path / "report"), benchmark=str(benchmark), grade_workers=2,
+                      generation=generation, **kw)
 
 
 def rows_by_method(metrics):
@@ -150,6 +152,8 @@ async def test_rerun_with_the_same_directory_replays_and_generates_nothing(tmp_p
     assert again.log == []
     assert m2["generation"] == {"generated": 0, "replayed": len(first.log)}
     assert m2["methods"] == m1["methods"] and m2["emergence"] == m1["emergence"]
+    assert m2["grading"] == {"math": "lenient"}  # the report says which math mode graded it
+    assert "- grading: math lenient" in (tmp_path / "report" / "report.md").read_text()
 
 
 async def test_rerun_continues_an_incomplete_directory(tmp_path, benchmark):

@@ -7,6 +7,7 @@ import pytest
 
 from helpers.scripted import ScriptedGenerator
 from megatron_pacore.cli import main
+from megatron_pacore.config import GenerationOptions
 from megatron_pacore.eval.config import EvalConfig
 from megatron_pacore.eval.sampling import SharingGenerator
 from megatron_pacore.eval.store import GENERATIONS, RecordingGenerator
@@ -83,7 +84,7 @@ async def test_sharing_serves_once_and_replaces_chats():
 
 
 def test_config_checks_name_the_field(tmp_path):
-    base = dict(model="m", report=str(tmp_path))
+    base = dict(report=str(tmp_path), generation=GenerationOptions(model="m"))
     assert EvalConfig(**base).levels == ["low"]
     with pytest.raises(ValueError, match="levels: 'huge'"):
         EvalConfig(**base, levels=["huge"])

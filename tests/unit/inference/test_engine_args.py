@@ -1,7 +1,8 @@
 import pytest
 
 from megatron_pacore.inference.factory import is_url, make_generator
-from megatron_pacore.inference.vllm_engine import check_model_dir, parse_engine_args
+from megatron_pacore.config_cli import parse_key_values as parse_engine_args
+from megatron_pacore.inference.vllm_engine import check_model_dir
 
 
 def test_engine_args_parse_json_values_and_strings():

@@ -16,7 +16,8 @@ from typing import Any, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from megatron_pacore.inference.base import GenerationError, Generator
+from megatron_pacore.inference.base import GenerationError
+from megatron_pacore.inference.factory import tokenizer_fns
 from megatron_pacore.inference.openai_client import OpenAIGenerator, normalize_base_url, split_aggregate
 from megatron_pacore.types import GenerationRequest, SamplingSettings
 
@@ -115,8 +116,23 @@ def test_aggregate_split_sums_exactly_and_follows_text_length():
     assert sum(split_aggregate(1001, [3, 5, 7, 11])) == 1001
 
 
-def test_generator_satisfies_the_protocol():
-    assert isinstance(OpenAIGenerator("http://127.0.0.1:9"), Generator)
+async def test_generator_behaves_as_the_factory_expects():
+    """What open_generator and the jobs use (ModelGenerator): check() resolves the served
+    model, there is no local tokenizer (the message bound counts words), generate() returns
+    n Completions, close() ends the session (no request goes out after it)."""
+    async def script(body, request):
+        return response([choice(i, f"answer {i}") for i in range(body["n"])], usage(5, 4))
+
+    async with scripted_server(script) as (url, _):
+        gen = OpenAIGenerator(url)
+        await gen.check()
+        assert gen.model == MODEL
+        assert tokenizer_fns(gen) == (None, None)
+        out = await gen.generate(req(n=2))
+        assert [c.text for c in out] == ["answer 0", "answer 1"] and all(c.ok for c in out)
+        await gen.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await gen.generate(req(n=1))
 
 
 # -- non-streaming parsing ----------------------------------------------------------------

@@ -1,6 +1,5 @@
 """The multi-round runner against a scripted generator: rounds, retries, failures, pipelining."""
 import asyncio
-import random
 
 import pytest
 
@@ -96,7 +95,9 @@ async def test_sample_that_keeps_failing_is_recorded_and_round_proceeds_with_the
     last = gen.log[-1][3]
     assert "Reference 2:" in last.messages[-1]["content"]
     assert "Reference 3:" not in last.messages[-1]["content"]
-    assert res.status == "ok"
+    assert res.status == "degraded" and res.failed_samples == [1, 0]
+    row = res.to_json()
+    assert (row["status"], row["failed_samples"]) == ("degraded", [1, 0])
 
 
 async def test_whole_request_exception_is_retried():
@@ -155,10 +156,61 @@ async def test_released_reference_order_is_recorded_and_reproducible():
     lengths = [5, 1, 3, 8]
     gen = ScriptedGenerator(lambda req, i, c: "x" * lengths[i] if round_of(req) == 1 else "final")
     res = await runner(gen, "4").run_problem(problem())
-    expected = sorted(range(4), key=lambda i: lengths[i])
-    random.Random(42).shuffle(expected)
-    assert res.rounds[1].reference_order == expected
+    # lengths sorted: [1, 2, 0, 3]; Random(42).shuffle of that list gives [0, 2, 3, 1]
+    assert res.rounds[1].reference_order == [0, 2, 3, 1]
     assert res.rounds[0].reference_order == []
+
+
+async def test_released_order_sorts_and_shuffles_all_k_then_drops_failed_and_empty():
+    # As the release: sample 1 failed (text ""), sample 4 is empty; all six are sorted by
+    # length and shuffled by Random(42), then those two are dropped. Dropping them first
+    # would give [0, 5, 3, 2].
+    texts = ["ccc", RuntimeError("lost"), "a", "bbbbb", "", "dd"]
+    gen = ScriptedGenerator(lambda req, i, c: texts[i] if round_of(req) == 1 else "final")
+    res = await runner(gen, "6", max_retries=0).run_problem(problem())
+    assert res.rounds[1].reference_order == [5, 2, 0, 3]
+    content = gen.log[-1][3].messages[-1]["content"]
+    assert content.index("Reference 1:\ndd\n") < content.index("Reference 2:\na\n") < \
+        content.index("Reference 3:\nccc\n") < content.index("Reference 4:\nbbbbb\n")
+    assert "Reference 5:" not in content
+    assert res.status == "degraded" and res.failed_samples == [1, 0]
+
+
+async def test_all_samples_ok_is_status_ok_with_zero_failed_samples():
+    gen = ScriptedGenerator(lambda req, i, c: f"m{i}")
+    res = await runner(gen, "2,2").run_problem(problem())
+    assert (res.status, res.failed_samples) == ("ok", [0, 0, 0])
+
+
+async def test_an_exception_in_one_problems_callback_fails_that_problem_only():
+    def on_round(problem_id, record):
+        if problem_id == "bad" and record.round == 1:
+            raise KeyError("progress bar broke")
+
+    gen = ScriptedGenerator(lambda req, i, c: f"m{i}", delay=lambda req: 0.01)
+    r = PaCoReRunner(gen, RunnerConfig(schedule=RoundSchedule.from_widths("2"), retry_backoff_s=0.0),
+                     on_round=on_round)
+    out = await collect(r, [problem("a"), problem("bad"), problem("b")])
+    assert out["bad"].status == "failed"
+    assert out["bad"].error == "round 1: on_round callback raised KeyError: 'progress bar broke'"
+    assert len(out["bad"].rounds) == 1
+    assert (out["a"].status, out["b"].status) == ("ok", "ok")
+    assert out["a"].final_message == "m0"
+
+
+async def test_an_exception_inside_one_problems_run_fails_that_problem_only():
+    def tokenize(text):
+        if "boom" in text:
+            raise RuntimeError("tokenizer crashed")
+        return text.split()
+
+    gen = ScriptedGenerator(lambda req, i, c: "boom" if req.request_id.startswith("bad/") else "fine")
+    r = PaCoReRunner(gen, RunnerConfig(schedule=RoundSchedule.from_widths("2"), max_message_tokens=5,
+                                       retry_backoff_s=0.0),
+                     tokenize=tokenize, detokenize=" ".join)
+    out = await collect(r, [problem("a"), problem("bad")])
+    assert (out["bad"].status, out["bad"].error) == ("failed", "RuntimeError: tokenizer crashed")
+    assert out["a"].status == "ok"
 
 
 async def test_seed_is_varied_per_problem_and_round_but_reproducible():
@@ -181,8 +233,8 @@ async def test_message_bound_keeps_tail_and_is_recorded():
 
 
 def test_runner_config_rejects_bad_values():
+    # The user-facing limits (concurrency, max_retries, reference_order, max_message_tokens)
+    # are checked by config.GenerationOptions: tests/unit/test_config.py.
     s = RoundSchedule.from_level("low")
-    with pytest.raises(ValueError, match="max_in_flight"):
-        RunnerConfig(schedule=s, max_in_flight=0)
-    with pytest.raises(ValueError, match="reference_order"):
-        RunnerConfig(schedule=s, reference_order="sorted")
+    with pytest.raises(ValueError, match="retry_backoff_s"):
+        RunnerConfig(schedule=s, retry_backoff_s=-1.0)

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from megatron_pacore.rewards.math import MathGrader, extract_answer, last_boxed, score_math, score_math_batch
+from megatron_pacore.pacore.compaction import compact
+from megatron_pacore.rewards.math import MathGrader, MathVerdict, extract_answer, last_boxed, score_math, score_math_batch
 
 HMMT_ROOTS = r"\frac{-1+\sqrt{17}}{2}, \frac{-1-\sqrt{17}}{2}"
 
@@ -181,8 +182,62 @@ def test_bad_inputs_are_user_errors_or_zero_scores(grader):
 
 
 def test_module_level_functions_use_a_shared_pool():
-    assert score_math(r"so \boxed{\dfrac{1}{576}}", r"\frac{1}{576}") == 1.0
-    assert score_math_batch([r"\boxed{2}", r"\boxed{3}"], ["2", "2"]) == [1.0, 0.0]
+    assert score_math(r"<think>w</think>so \boxed{\dfrac{1}{576}}", r"\frac{1}{576}") == 1.0
+    assert score_math_batch([r"</think>\boxed{2}", r"</think>\boxed{3}"], ["2", "2"]) == [1.0, 0.0]
+    assert score_math(r"so \boxed{\dfrac{1}{576}}", r"\frac{1}{576}", strict=False) == 1.0
+
+
+# -- strict mode (training rewards): each false positive of the lenient grader scores 0 ----
+
+_PAD = "We double-check each case carefully without numbers. " * 12
+
+
+@pytest.fixture(scope="module")
+def strict():
+    with MathGrader(workers=1, strict=True) as g:
+        yield g
+
+
+def test_strict_truncated_trajectory_is_not_graded_by_its_last_number(strict, grader):
+    cut = "<think>Let me compute. So x = 12, then adding 3 gives 15"  # max_tokens hit mid-thought
+    assert grader.grade([cut], ["15"])[0].score == 1.0  # lenient: the fallback pays the last number
+    assert strict.grade([cut], ["15"])[0] == MathVerdict(0.0, "unfinished_thinking")
+    assert score_math(cut, "15") == 0.0  # strict is score_math's default
+
+
+def test_strict_length_finish_scores_zero_even_with_a_box(strict):
+    done = r"<think>ok</think>So the total is \boxed{15}"
+    assert strict.grade([done, done], ["15", "15"], ["length", "stop"]) == [
+        MathVerdict(0.0, "truncated"), MathVerdict(1.0, "correct", "15", "boxed")]
+    assert score_math(done, "15", finish_reason="length") == 0.0
+
+
+def test_strict_hedged_answers_score_zero(strict, grader):
+    hedged = "<think>ok</think>It is either 12 or 15."
+    assert grader.grade([compact(hedged)], ["15"])[0].score == 1.0  # lenient fallback
+    assert strict.grade([hedged], ["15"])[0] == MathVerdict(0.0, "no_answer")
+    two_boxes = r"<think>ok</think>It is \boxed{12} or \boxed{15}."
+    assert [v.score for v in strict.grade([two_boxes] * 2, ["12", "15"])] == [0.0, 1.0]  # the last box only
+
+
+def test_answer_phrase_counts_only_on_the_final_line(strict, grader):
+    middle = "Suppose the answer is 7. " + _PAD + "\nSo that cannot be."
+    assert extract_answer(middle) == (None, None)
+    assert grader.grade([middle], ["7"])[0].score == 0.0
+    assert extract_answer("Checked twice.\nThe answer is 7.\n\n") == ("7", "phrase")
+    assert strict.grade(["<think>t</think>" + middle], ["7"])[0].score == 0.0
+    assert strict.grade(["<think>t</think>The answer is 7."], ["7"])[0].reason == "no_answer"  # strict: box only
+
+
+def test_strict_ignores_boxes_inside_the_thinking(strict):
+    assert strict.grade([r"<think>\boxed{15}</think>I am not sure."], ["15"])[0].score == 0.0
+    assert strict.grade([r"<think>\boxed{12}</think>Final: \boxed{15}"], ["15"])[0].score == 1.0
+
+
+def test_grader_mode_and_finish_reason_checks(strict, grader):
+    assert (strict.mode, grader.mode) == ("strict", "lenient")
+    with pytest.raises(ValueError, match="finish_reasons has 1 entries for 2 responses"):
+        strict.grade(["a", "b"], ["1", "2"], ["stop"])
 
 
 
@@ -195,3 +250,11 @@ def test_grading_workers_have_a_memory_cap():
         [out] = pool.map([(5 << 30,)])
         assert out.error is not None and out.error.startswith("exception: MemoryError")
         assert pool.map([(3,)])[0].value == bytearray(3)
+
+
+def test_integer_answers_are_compared_by_value(strict, grader):
+    cases = [(r"</think>\boxed{042}", "42", 1.0), (r"</think>\boxed{-7}", "-7", 1.0), (r"</think>\boxed{7}", "-7", 0.0),
+             (r"</think>\boxed{\frac{84}{2}}", "42", 1.0), (r"</think>\boxed{41}", "42", 0.0)]
+    verdicts = strict.grade([c for c, _, _ in cases], [r for _, r, _ in cases])
+    assert [v.score for v in verdicts] == [s for _, _, s in cases]
+    assert [v.reason for v in verdicts] == ["correct", "correct", "wrong", "correct", "wrong"]

@@ -1,8 +1,9 @@
 """Adversarial programs: each ends within the limits with a verdict, and the host stays
 healthy (no process of the sandbox left, no file written, the grader still grades).
 
-Programs marked "kernel layer" use ctypes to go around the in-process audit hook, to check
-that the namespaces, the uid and the resource limits hold on their own.
+Programs marked "kernel layer" run with the in-process audit hook off (and use ctypes), to
+check that the namespaces, the uid and the resource limits hold on their own, at each isolation
+level this machine can give: "bwrap" (bubblewrap) and "unshare" (the fallback).
 """
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+import subprocess
+import sys
+
 from megatron_pacore.rewards.code import run_test
-from megatron_pacore.rewards.sandbox import SandboxLimits, isolation, sandbox_uids
+from megatron_pacore.rewards.sandbox import SandboxLimits, SandboxPool, isolation, sandbox_uids
 
 LIMITS = SandboxLimits(cpu_s=1, wall_s=2, memory_mb=512, processes=16, output_bytes=1 << 20)
 ANY = {"input": "", "output": "unreachable"}
@@ -33,9 +37,9 @@ def sandbox_processes() -> list[int]:
     return pids
 
 
-def run(code: str, test: dict = ANY, limits: SandboxLimits = LIMITS):
+def run(code: str, test: dict = ANY, limits: SandboxLimits = LIMITS, pool=None, audit_hook: bool = True):
     start = time.monotonic()
-    verdict = run_test(code, test, limits)
+    verdict = run_test(code, test, limits, pool, audit_hook=audit_hook)
     elapsed = time.monotonic() - start
     assert elapsed < limits.wall_timeout_s + 3, f"took {elapsed:.1f}s"
     assert sandbox_processes() == []
@@ -53,12 +57,31 @@ def guards():
     return isolation()
 
 
-def test_this_machine_gives_the_kernel_layers(guards):
-    # As root with namespaces available (this build machine): both kernel guards are on.
-    if os.geteuid() == 0:
-        assert guards == {"network": "netns", "filesystem": "read-only-mounts"}
-    else:
-        assert guards["network"] in ("netns", "audit-hook")
+@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+def level_pool(request):
+    """A pool at each isolation level (kernel-layer tests run at both)."""
+    pool = SandboxPool(1, request.param)
+    yield request.param, pool
+    pool.close()
+
+
+def test_this_machine_gives_bubblewrap_namespaces(guards):
+    # bubblewrap is installed by scripts/install.sh (and the Dockerfile); the default pool uses it.
+    assert guards == {"isolation": "bwrap", "network": "netns", "filesystem": "bwrap-minimal-root"}
+
+
+def test_fallback_level_is_recorded_in_every_verdict():
+    pool = SandboxPool(1, "unshare")
+    try:
+        v = run_test("print(1)", {"output": "1"}, LIMITS, pool)
+        guards = isolation(pool)
+        if os.geteuid() == 0:  # as root the fallback still makes its namespaces
+            assert (v.verdict, v.isolation) == ("passed", "unshare")
+            assert guards == {"isolation": "unshare", "network": "netns", "filesystem": "read-only-mounts"}
+        else:  # off root it may be left with the audit hook alone, and says so
+            assert v.verdict == "passed" and v.isolation in ("unshare", "audit-hook")
+    finally:
+        pool.close()
 
 
 def test_infinite_loop_hits_the_cpu_limit():
@@ -77,11 +100,11 @@ def test_fork_bomb_is_a_violation():
     assert v.verdict == "sandbox_violation" and v.detail.startswith("os.fork")
 
 
-def test_fork_bomb_through_ctypes_is_contained_and_swept():
+def test_fork_bomb_through_ctypes_is_contained_and_swept(level_pool):
     """Kernel layer: RLIMIT_NPROC bounds it, children that leave the session are still
     killed by uid when the wall clock runs out."""
     code = "import ctypes\nlibc = ctypes.CDLL(None)\nwhile True:\n    if libc.fork() == 0:\n        libc.setsid()"
-    v = run(code)
+    v = run(code, pool=level_pool[1], audit_hook=False)
     assert v.verdict == "timeout"
 
 
@@ -105,16 +128,21 @@ def test_socket_connect_to_localhost_is_a_violation():
     assert v.verdict == "sandbox_violation" and "socket.getaddrinfo" in v.detail
 
 
-def test_socket_connect_through_ctypes_finds_no_network():
-    """Kernel layer: in the empty network namespace even 127.0.0.1 is unreachable."""
+def test_socket_connect_through_ctypes_finds_no_network(level_pool):
+    """Kernel layer: in the sandbox's own network namespace no outside address is reachable
+    (ENETUNREACH) and the host's loopback services are not there (the "unshare" namespace
+    has its loopback down: ENETUNREACH; bubblewrap brings up an empty one: ECONNREFUSED)."""
     code = (
         "import ctypes, struct\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
-        "fd = libc.socket(2, 1, 0)\n"
-        "addr = struct.pack('=H', 2) + struct.pack('!H', 22) + bytes([127, 0, 0, 1]) + bytes(8)\n"
-        "print(libc.connect(fd, addr, 16), ctypes.get_errno())"
+        "for ip in ([1, 1, 1, 1], [127, 0, 0, 1]):\n"
+        "    fd = libc.socket(2, 1, 0)\n"
+        "    addr = struct.pack('=H', 2) + struct.pack('!H', 22) + bytes(ip) + bytes(8)\n"
+        "    print(libc.connect(fd, addr, 16), ctypes.get_errno())"
     )
-    v = run(code, {"output": "-1 101"})  # ENETUNREACH
+    level, pool = level_pool
+    loopback = "-1 111" if level == "bwrap" else "-1 101"
+    v = run(code, {"output": f"-1 101\n{loopback}"}, pool=pool, audit_hook=False)
     assert v.verdict == "passed", (v.verdict, v.stdout)
 
 
@@ -125,7 +153,7 @@ def test_writing_to_the_home_directory_is_a_violation():
     assert not target.exists()
 
 
-def test_writing_outside_through_ctypes_hits_a_read_only_filesystem():
+def test_writing_outside_through_ctypes_hits_a_read_only_filesystem(level_pool):
     """Kernel layer: /tmp is world-writable on the host, read-only in the sandbox."""
     target = f"/tmp/pacore_sandbox_probe_{os.getpid()}.txt"
     code = (
@@ -133,7 +161,7 @@ def test_writing_outside_through_ctypes_hits_a_read_only_filesystem():
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         f"print(libc.open({target.encode()!r}, 0o101, 0o644), ctypes.get_errno())"
     )
-    v = run(code, {"output": "-1 30"})  # EROFS
+    v = run(code, {"output": "-1 30"}, pool=level_pool[1], audit_hook=False)  # EROFS
     assert v.verdict == "passed", (v.verdict, v.stdout)
     assert not os.path.exists(target)
 
@@ -168,3 +196,164 @@ def test_printing_a_gigabyte_stops_at_the_output_limit():
 def test_killing_the_parent_is_a_violation():
     v = run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
     assert v.verdict == "sandbox_violation"
+
+
+# -- what only the bwrap level gives: each test shows the fallback failing it ------------
+
+
+def _probe_both(code: str, test: dict, bwrap_pool, unshare_pool):
+    return (run(code, test, pool=bwrap_pool, audit_hook=False),
+            run(code, test, pool=unshare_pool, audit_hook=False))
+
+
+@pytest.fixture(scope="module")
+def pools():
+    b, u = SandboxPool(1, "bwrap"), SandboxPool(1, "unshare")
+    yield b, u
+    b.close()
+    u.close()
+
+
+def test_world_readable_host_files_are_unreadable(pools, tmp_path):
+    """The project's files and benchmark data (world-readable on the host) do not exist in
+    the sandbox; the fallback reads them."""
+    secret = Path(f"/tmp/pacore_benchmark_answers_{os.getpid()}.jsonl")
+    secret.write_text("answer 42")
+    secret.chmod(0o644)
+    project = Path(__file__).resolve()
+    try:
+        code = (f"import os\nfor p in ({str(secret)!r}, {str(project)!r}):\n"
+                "    try:\n        open(p).read(1)\n        print('read')\n"
+                "    except OSError as e:\n        print(type(e).__name__)")
+        hidden, fallback = _probe_both(code, {"output": "FileNotFoundError\nFileNotFoundError"}, *pools)
+        assert hidden.verdict == "passed", hidden.stdout
+        assert fallback.stdout.split() == ["read", "read"]  # the weakness bwrap removes
+    finally:
+        secret.unlink()
+
+
+def test_other_processes_are_invisible_and_unsignalable(pools):
+    """A host process: its /proc entry does not exist and kill() finds no such process
+    (ESRCH); the fallback sees it (and, as root, EPERM spares it only thanks to the uid)."""
+    host = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        code = (
+            "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"print(os.path.exists('/proc/{host.pid}'), libc.kill({host.pid}, 0), ctypes.get_errno())\n"
+            "print(sum(n.isdigit() for n in os.listdir('/proc')) < 20)"
+        )
+        hidden, fallback = _probe_both(code, {"output": "False -1 3\nTrue"}, *pools)
+        assert hidden.verdict == "passed", hidden.stdout
+        assert fallback.stdout.split()[0] == "True"
+        assert host.poll() is None
+    finally:
+        host.kill()
+        host.wait()
+
+
+def test_no_process_environment_is_readable(pools, monkeypatch):
+    """Every /proc/*/environ but the program's own is unreadable (kernel permissions, hook off)."""
+    code = (
+        "import os\nmine, others = str(os.getpid()), []\n"
+        "for n in os.listdir('/proc'):\n"
+        "    if n.isdigit() and n != mine:\n"
+        "        try:\n            open(f'/proc/{n}/environ', 'rb').read()\n            others.append(n)\n"
+        "        except OSError:\n            pass\n"
+        "print(others, open('/proc/self/status').read().count('NoNewPrivs:\\t1'))"
+    )
+    v = run(code, {"output": "[] 1"}, pool=pools[0], audit_hook=False)
+    assert v.verdict == "passed", v.stdout
+
+
+def test_tmp_is_private_and_read_only(pools):
+    marker = Path(f"/tmp/pacore_host_tmp_{os.getpid()}")
+    marker.write_text("x")
+    try:
+        code = (f"import os\nprint(os.path.exists({str(marker)!r}))\n"
+                "try:\n    open('/tmp/x', 'w')\nexcept OSError as e:\n    print(e.errno)")
+        v = run(code, {"output": "False\n30"}, pool=pools[0], audit_hook=False)
+        assert v.verdict == "passed", v.stdout
+    finally:
+        marker.unlink()
+
+
+# -- choosing the level: require_isolation, the one-time warning -------------------------
+
+
+def test_require_isolation_refuses_the_fallback(monkeypatch, caplog):
+    from megatron_pacore.rewards import isolation as sandbox
+    from megatron_pacore.rewards.code import CodeGrader, CodeGraderConfig
+
+    assert CodeGraderConfig().require_isolation is True  # training's default
+    with pytest.raises(ValueError, match="contradicts require_isolation"):
+        CodeGraderConfig(isolation="unshare")
+    monkeypatch.setattr(sandbox, "_probe", (False, "bubblewrap is not installed (apt-get install bubblewrap)"))
+    monkeypatch.setattr(sandbox, "_warned", False)
+    with pytest.raises(RuntimeError, match="requires namespace isolation.*bubblewrap is not installed"):
+        CodeGrader.from_config(CodeGraderConfig(workers=1))
+    with caplog.at_level("WARNING", logger="megatron_pacore.rewards.sandbox"):
+        assert sandbox.resolve_isolation("auto") == "unshare"
+        assert sandbox.resolve_isolation("auto") == "unshare"
+    warnings = [r for r in caplog.records if "CODE SANDBOX DEGRADED" in r.getMessage()]
+    assert len(warnings) == 1 and "bubblewrap is not installed" in warnings[0].getMessage()
+    with pytest.raises(RuntimeError, match="isolation='bwrap' but bubblewrap is not installed"):
+        sandbox.resolve_isolation("bwrap")
+    with CodeGrader.from_config(CodeGraderConfig(workers=1, require_isolation=False)) as grader:
+        result = grader.grade("```python\nprint(1)\n```", [{"output": "1"}])
+        assert (result.pass_rate, result.isolation, grader.isolation) == (1.0, "unshare", "unshare")
+
+
+_OFF_ROOT_PROBE = r'''
+import json, os, sys
+from megatron_pacore.rewards.code import CodeGrader, run_test
+from megatron_pacore.rewards.sandbox import SandboxLimits, SandboxPool
+secret, host_pid = sys.argv[1], int(sys.argv[2])
+probe = (
+    "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    f"try:\n    open({secret!r}).read()\n    readable = True\nexcept OSError:\n    readable = False\n"
+    "mine, environs = str(os.getpid()), 0\n"
+    "for n in os.listdir('/proc'):\n"
+    "    if n.isdigit() and n != mine:\n"
+    "        try:\n            open(f'/proc/{n}/environ', 'rb').read()\n            environs += 1\n"
+    "        except OSError:\n            pass\n"
+    f"print(readable, os.path.exists('/proc/{host_pid}'), libc.kill({host_pid}, 0), ctypes.get_errno(), environs)"
+)
+pool = SandboxPool(1)
+limits = SandboxLimits(cpu_s=2, wall_s=10, memory_mb=512)
+v = run_test(probe, {"output": "False False -1 3 0"}, limits, pool, audit_hook=False)
+hack = run_test("import builtins\nbuiltins.exec = lambda *a: None\ndef f():\n    return 0",
+                {"code": "assert f() == 1"}, limits, pool)
+honest = run_test("def f():\n    return 1", {"code": "assert f() == 1"}, limits, pool)
+pool.close()
+print(json.dumps({"uid": os.getuid(), "level": pool.level, "probe": [v.verdict, v.stdout],
+                  "hack": hack.verdict, "honest": honest.verdict}))
+'''
+
+
+def test_off_root_the_grader_runs_in_a_user_namespace(tmp_path):
+    """The grader run by an unprivileged user (here `nobody`, dropped to from root with
+    setpriv; the suite itself when not root): bubblewrap with a user namespace still hides
+    host files and processes, and the harness still holds."""
+    import json
+    import shutil
+
+    secret = Path(f"/tmp/pacore_off_root_secret_{os.getpid()}")
+    secret.write_text("answers")
+    secret.chmod(0o644)
+    host = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    repo = str(Path(__file__).resolve().parents[3])
+    try:
+        python = shutil.which("python3", path="/usr/bin:/usr/local/bin") if os.geteuid() == 0 else sys.executable
+        drop = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"] if os.geteuid() == 0 else []
+        out = subprocess.run(drop + ["env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp", f"PYTHONPATH={repo}", python,
+                                     "-c", _OFF_ROOT_PROBE, str(secret), str(host.pid)],
+                             capture_output=True, text=True, timeout=120, cwd="/tmp")
+        assert out.returncode == 0, out.stderr[-2000:]
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        assert row["uid"] != 0 and row["level"] == "bwrap"
+        assert row["probe"] == ["passed", "False False -1 3 0\n"], row
+        assert (row["hack"], row["honest"]) == ("sandbox_violation", "passed")
+    finally:
+        host.kill()
+        host.wait()
+        secret.unlink()

@@ -1,0 +1,226 @@
+"""`TrainConfig`: the PPO trainer's config tree (YAML + dotted overrides through load_config).
+
+    TrainConfig
+      model       ModelConfig        initial policy (HF dir), precision, TE/FP8/recompute options
+      parallel    ParallelSection    tp, pp, cp, device
+      sampler     SamplerConfig      problems per iteration, |M| range, samples, temperature
+      rollout     RolloutConfig      response max_tokens/top_p, engine, weight sync
+      reward      RewardConfig       strict math, code reward, grader pools
+      ppo         PPOConfig          clip ratios, value clip, GAE gamma/lambda, KL, entropy, IS cap
+      actor_optimizer / critic_optimizer   OptimizerOptions (paper: lr 2e-6 / 5e-6)
+      packing     PackingOptions     micro-batch token budget
+      stages      [StageConfig]      curriculum: name, data file, iterations
+      checkpoint  CheckpointConfig   save_every, keep_last, dir
+      logging     LoggingConfig      run dir, TensorBoard, W&B, plot cadence
+      seed, deterministic, resume
+
+Every part checks its own fields in `__post_init__` (errors name `part.field`); this module
+adds only the checks that span parts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from megatron_pacore.algorithms.ppo import PPOConfig
+from megatron_pacore.checkpoint.trainer_state import CheckpointConfig
+from megatron_pacore.inference.rollout_types import WeightSyncConfig
+from megatron_pacore.data.sampler import SamplerConfig
+from megatron_pacore.rewards.reward_fn import RewardConfig
+from megatron_pacore.tracking import LoggingConfig
+from megatron_pacore.training.optimizer import OptimizerOptions
+from megatron_pacore.training.ppo_step import PackingOptions
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The initial policy and how Megatron builds the actor and the critic from it."""
+
+    path: str = ""
+    """Hugging Face checkpoint directory of the initial policy (actor; the critic's backbone)."""
+    precision: str = "bf16"
+    """fp32, bf16 or fp16 (CPU runs use fp32)."""
+    transformer_engine: Optional[bool] = None
+    """Transformer Engine layer spec; None = on CUDA yes, on CPU no."""
+    sequence_parallel: bool = False
+    """Megatron sequence parallelism (tp > 1, TE spec)."""
+    recompute_granularity: Optional[str] = None
+    """Activation recomputation: None, full or selective."""
+    recompute_method: Optional[str] = None
+    """For full: uniform or block."""
+    recompute_num_layers: Optional[int] = None
+    """For full: layers per recompute unit."""
+    fp8: Optional[str] = None
+    """FP8 format for TE layers: None, e4m3 or hybrid."""
+    fp8_recipe: str = "delayed"
+    """TE FP8 recipe: delayed, tensorwise, mxfp8 or blockwise."""
+    critic_head_seed: int = 0
+    """Seed of the critic's value-head initialisation."""
+    hf_overrides: dict[str, Any] = field(default_factory=dict)
+    """Fields set on the Hugging Face config for Megatron AND vLLM, e.g. YaRN:
+    {rope_parameters: {rope_type: yarn, factor: 4.0, original_max_position_embeddings: 32768},
+    max_position_embeddings: 131072}."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("model.path is required (a Hugging Face checkpoint directory)")
+
+    def options(self):
+        """The Megatron builder's ModelOptions (their own checks run here)."""
+        from megatron_pacore.training.models import ModelOptions
+
+        return ModelOptions(precision=self.precision, transformer_engine=self.transformer_engine,
+                            sequence_parallel=self.sequence_parallel,
+                            recompute_granularity=self.recompute_granularity,
+                            recompute_method=self.recompute_method, recompute_num_layers=self.recompute_num_layers,
+                            fp8=self.fp8, fp8_recipe=self.fp8_recipe)
+
+
+@dataclass(kw_only=True)
+class ParallelSection:
+    """Megatron's layout; vLLM's tensor parallelism equals tp (colocated)."""
+
+    tp: int = 1
+    """Tensor parallel size (also the rollout engine's)."""
+    pp: int = 1
+    """Pipeline parallel size."""
+    cp: int = 1
+    """Context parallel size (CUDA, TE spec)."""
+    device: str = "auto"
+    """auto (cuda when available), cuda (NCCL, TE) or cpu (gloo, local spec)."""
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp", "cp"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"parallel.device must be one of {DEVICES}, got {self.device!r}")
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(kw_only=True)
+class RolloutConfig:
+    """The colocated vLLM engine and what each response may be (temperature: sampler's)."""
+
+    max_tokens: int = 1024
+    """Most tokens of one response (paper: up to the 131072-token context)."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollout."""
+    max_model_len: Optional[int] = None
+    """Prompt + response bound of the engine; None = the model's context."""
+    dtype: str = "auto"
+    """Engine dtype (weight sync is exact when it equals the actor's)."""
+    gpu_memory_utilization: float = 0.5
+    """GPU share vLLM may take beside the actor and critic."""
+    enable_sleep_mode: Optional[bool] = None
+    """Free the engine's memory during updates; None = on CUDA yes, on CPU no."""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """More vllm.LLM arguments, e.g. hf_overrides for YaRN."""
+    weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+    """How the actor's weights reach the engine after every update."""
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"rollout.max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    """One curriculum stage."""
+
+    name: str = ""
+    """Shown in logs and stored in checkpoints (e.g. stage1)."""
+    data: str = ""
+    """Training records (JSONL or Parquet, data.train_records)."""
+    iterations: int = 0
+    """PPO iterations of this stage (paper: 250 then 450)."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("stages[].name is required")
+        if not self.data:
+            raise ValueError(f"stages[{self.name}].data is required (a JSONL or Parquet file of training records)")
+        if self.iterations < 1:
+            raise ValueError(f"stages[{self.name}].iterations must be >= 1, got {self.iterations}")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """`torchrun examples/pacore_ppo.py --config FILE.yaml key=value ...`."""
+
+    model: ModelConfig
+    """Initial policy and Megatron model options."""
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+    """Megatron (and vLLM) layout."""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """Problems, message sets and samples per iteration."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Generation engine and weight sync."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Graders (strict math by default)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO objective and GAE."""
+    actor_optimizer: OptimizerOptions = field(default_factory=lambda: OptimizerOptions(lr=2e-6))
+    """Actor Adam and schedule (paper: lr 2e-6)."""
+    critic_optimizer: OptimizerOptions = field(default_factory=lambda: OptimizerOptions(lr=5e-6))
+    """Critic Adam and schedule (paper: lr 5e-6)."""
+    packing: PackingOptions = field(default_factory=PackingOptions)
+    """Micro-batch packing."""
+    stages: list[StageConfig] = field(default_factory=list)
+    """The curriculum, in order."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint cadence and place."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Run directory and metric sinks."""
+    seed: int = 0
+    """Seed of torch/NumPy/Python RNGs and of the rollout engine's sampling."""
+    deterministic: bool = False
+    """Deterministic torch kernels (CPU runs reproduce exactly; GPU runs slower)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in checkpoint.dir (a fresh start if none)."""
+    ppo_epochs: int = 1
+    """Optimizer passes over each rollout batch (1 = strict on-policy, the paper)."""
+    critic_warmup_iters: int = 0
+    """Iterations that update only the critic before the actor starts."""
+
+    def __post_init__(self) -> None:
+        self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
+        if not self.stages:
+            raise ValueError("stages must list at least one curriculum stage (name, data, iterations)")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages: names must be unique, got {names}")
+        if self.ppo_epochs < 1:
+            raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        if self.critic_warmup_iters < 0:
+            raise ValueError(f"critic_warmup_iters must be >= 0, got {self.critic_warmup_iters}")
+        if self.rollout.weight_sync.backend != "reload":
+            raise ValueError(f"rollout.weight_sync.backend={self.rollout.weight_sync.backend}: this trainer runs the "
+                             "colocated engine inside its own processes, which loads the actor's tensors in place "
+                             "(reload, CPU and GPU); ipc/nccl send to an engine in other processes or nodes "
+                             "(inference.transfer), the disaggregated placement")
+        if not self.checkpoint.dir:
+            self.checkpoint.dir = f"{self.logging.dir}/checkpoints"
+
+    @property
+    def total_iterations(self) -> int:
+        return sum(s.iterations for s in self.stages)
+
+    def stage_at(self, iteration: int) -> tuple[int, StageConfig]:
+        """(index, stage) of 1-based `iteration`."""
+        end = 0
+        for i, s in enumerate(self.stages):
+            end += s.iterations
+            if iteration <= end:
+                return i, s
+        raise ValueError(f"iteration {iteration} is past the curriculum's {self.total_iterations}")
