@@ -36,14 +36,14 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
 
 
 def pool_config_from_args(args: argparse.Namespace):
-    from megatron_pacore.inference.vllm_engine import parse_engine_args
+    from megatron_pacore.config_cli import parse_key_values
     from megatron_pacore.pacore.pool_job import PoolJobConfig
 
     return PoolJobConfig(
         model=args.model, problems=args.problems, out=args.out, num_messages=args.num_messages,
         max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
         concurrency=args.concurrency, max_retries=args.max_retries, shard=args.shard, limit=args.limit,
-        vllm_args=parse_engine_args(args.vllm_arg), served_model_name=args.served_model_name,
+        vllm_args=parse_key_values(args.vllm_arg), served_model_name=args.served_model_name,
         stream=args.stream, grade_workers=args.grade_workers, grade_timeout_s=args.grade_timeout,
     )
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 from megatron_pacore.data.io import JsonlWriter, iter_jsonl, problem_from_row
 from megatron_pacore.data.train_records import TrainRecord, read_train_records, record_to_row, write_train_records
 from megatron_pacore.inference.base import Generator
-from megatron_pacore.pacore.compaction import THINK_END, compact
+from megatron_pacore.pacore.compaction import compact
 from megatron_pacore.pacore.runner import derived_seed, sample_with_retries
 from megatron_pacore.types import GenerationRequest, Problem, SamplingSettings
 
@@ -126,57 +126,31 @@ class PoolStats:
 
 
 class PoolGrader:
-    """Grades the responses of one problem with the existing graders: math by math-verify
-    (`MathGrader`), code by the sandboxed tests (`CodeGrader`; a response is correct only
-    when every test passes, the paper's binary reward). Graders start on first use.
-
-    `strict` (default, as the training reward): a response that never closed its thinking or
-    was cut by the token limit is wrong; otherwise its compacted message is graded. Once the
-    strict math grader lands (`MathGrader(..., strict=True).grade(responses, references,
-    finish_reasons)`), `_grade_math` is the one place to hand it the whole responses instead.
-    """
+    """Grades the responses of one problem with the training reward (`TrainingReward`: the
+    math grader in its strict mode on whole trajectories, the sandboxed code tests on the
+    compacted message; a response is correct when its reward is 1), so message accuracy
+    means what the trainer pays. `strict=False` grades math leniently (models that do not
+    box or think)."""
 
     def __init__(self, workers: Optional[int] = None, timeout_s: float = 10.0, strict: bool = True) -> None:
-        self.workers = workers
-        self.timeout_s = timeout_s
+        from megatron_pacore.rewards.reward_fn import RewardConfig, TrainingReward
+
         self.strict = strict
-        self._math: Any = None
-        self._code: Any = None
-
-    def _eligible(self, response: str, finish_reason: Optional[str]) -> bool:
-        return not self.strict or (finish_reason != "length" and THINK_END in response)
-
-    def _grade_math(self, messages: list[str], answer: str) -> list[bool]:
-        if self._math is None:
-            from megatron_pacore.rewards.math import MathGrader
-
-            self._math = MathGrader(self.workers, self.timeout_s)
-        return [v.score == 1.0 for v in self._math.grade(messages, [answer] * len(messages))]
-
-    def _grade_code(self, messages: list[str], tests: list[dict]) -> list[bool]:
-        if self._code is None:
-            from megatron_pacore.rewards.code import CodeGrader
-
-            self._code = CodeGrader(self.workers)
-        return [r.pass_rate == 1.0 for r in self._code.grade_many([(m, tests) for m in messages])]
+        self.reward = TrainingReward(RewardConfig(strict=strict, math_workers=workers, math_timeout_s=timeout_s))
 
     def grade(self, domain: str, responses: Sequence[str], finish_reasons: Sequence[Optional[str]],
               answer: Optional[str], tests: Optional[list[dict]]) -> list[bool]:
-        """One verdict per response (whole trajectory; its compacted message is graded)."""
-        eligible = [i for i, (r, f) in enumerate(zip(responses, finish_reasons)) if self._eligible(r, f)]
-        messages = [compact(responses[i]) for i in eligible]
-        verdicts = [False] * len(responses)
-        if messages:
-            graded = self._grade_code(messages, tests or []) if domain == "code" else self._grade_math(messages, answer or "")
-            for i, ok in zip(eligible, graded):
-                verdicts[i] = ok
-        return verdicts
+        """One verdict per response (the whole trajectory, as the engine returned it)."""
+        from megatron_pacore.rewards.reward_fn import RewardItem
+
+        lenient_math = domain == "math" and not self.strict  # lenient: the compacted message only
+        items = [RewardItem(response=compact(r) if lenient_math else r, finish_reason=f, domain=domain,
+                            reference=answer, tests=tests)
+                 for r, f in zip(responses, finish_reasons)]
+        return [result.reward == 1.0 for result in self.reward.score(items)]
 
     def close(self) -> None:
-        for g in (self._math, self._code):
-            if g is not None:
-                g.close()
-        self._math = self._code = None
+        self.reward.close()
 
 
 GradeFn = Callable[[str, Sequence[str], Sequence[Optional[str]], Optional[str], Optional[list[dict]]], list[bool]]

@@ -94,7 +94,8 @@ class PoolJobConfig:
 
         return PoolBuildConfig(
             num_messages=self.num_messages,
-            sampling=SamplingSettings(self.max_tokens, self.temperature, self.top_p, self.seed),
+            sampling=SamplingSettings(max_tokens=self.max_tokens, temperature=self.temperature,
+                                      top_p=self.top_p, seed=self.seed),
             concurrency=self.concurrency, max_retries=self.max_retries,
             shard=parse_shard(self.shard), limit=self.limit,
         )
@@ -137,7 +138,8 @@ async def run_pool_job(cfg: PoolJobConfig, generator: Optional[Generator] = None
     out = pool_path(cfg.out, build.shard)
     owned = generator is None
     if generator is None:
-        generator = await open_generator(cfg.model, cfg.vllm_args, cfg.served_model_name, cfg.stream)
+        generator = await open_generator(model=cfg.model, vllm_args=cfg.vllm_args,
+                                         served_model_name=cfg.served_model_name, stream=cfg.stream)
     grader = PoolGrader(cfg.grade_workers, cfg.grade_timeout_s)
     bar = tqdm(total=len(todo), desc=f"pool {cfg.shard}", unit="problem", dynamic_ncols=True)
     start, tokens, right = time.perf_counter(), 0, []

@@ -195,7 +195,13 @@ def test_strict_grading_fails_unclosed_thinking_and_truncated_responses(grader):
 
 
 def test_the_tool_merges_shards_and_reports_bad_input_with_exit_code_2(problems_file, tmp_path, grader, capsys):
-    from build_curriculum import main
+    import importlib.util
+
+    tool = Path(__file__).resolve().parents[3] / "tools" / "build_curriculum.py"
+    spec = importlib.util.spec_from_file_location("build_curriculum", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    main = module.main
 
     for i in range(2):
         build(problems_file, pool_path(tmp_path, (i, 2)), grader, PoolBuildConfig(num_messages=2, shard=(i, 2)))
