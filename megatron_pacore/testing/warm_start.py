@@ -15,9 +15,9 @@ tokenizer's chat template exactly as vLLM renders the prompt. Two kinds of examp
   that probability and otherwise an arithmetic slip of 1..3). The SFT is SHORT: it stops
   once the expected accuracy on the train problems reaches `target_accuracy` (0.35), with
   the sums half learnt, so the policy samples the right answer only part of the time
-  (measured on this machine at temperature 1.0 on train problems: 0.31 after 90 steps from
-  main's tiny model, 0.34 after 70 from one with random norm scales; 100 more steps and
-  most sums are learnt; the random model scores 0);
+  (measured on this machine at temperature 1.0 on train problems: 0.34 after 70 steps from
+  `testing.tiny`'s model, 0.31 after 90 from the earlier one with unit norm scales; 100 more
+  steps and most sums are learnt; the random model scores 0);
 - synthesis prompts (`render_synthesis_prompt` over a few such messages), whose target copies
   the answer of one reference chosen at random: the policy copies a right message as often as
   the references are right, and PPO can teach it to prefer the right (or most common) one.
