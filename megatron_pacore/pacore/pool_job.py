@@ -1,0 +1,194 @@
+"""The pool-building job: `tools/build_curriculum.py pool` and `merge`.
+
+    build_curriculum.py pool --model DIR_OR_URL --problems FILE --num-messages 24 --out DIR
+                             [--shard i/N] [--max-tokens ...] [--temperature ...] ...
+    build_curriculum.py merge --out DIR [--problems FILE]
+
+Each shard writes DIR/pool.shard-<i>-of-<N>.jsonl (DIR/pool.jsonl unsharded), appending one
+record per finished problem; rerunning the same command resumes. The generation settings are
+kept in DIR/pool.config.json, and a rerun with other settings is refused (it would mix two
+pools in one file). `merge` joins the N shard files into DIR/pool.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from tqdm import tqdm
+
+from megatron_pacore.data.train_records import TrainRecord
+from megatron_pacore.inference.base import Generator
+from megatron_pacore.pacore.pool import (
+    POOL_FILE,
+    PoolBuildConfig,
+    PoolGrader,
+    PoolStats,
+    build_pool,
+    merge_pools,
+    pool_path,
+    read_pool_problems,
+    select_problems,
+)
+from megatron_pacore.types import SamplingSettings
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "pool.config.json"
+# Settings that change what a pool holds: a resumed run must agree on all of them.
+_IDENTITY = ("model", "problems", "num_messages", "max_tokens", "temperature", "top_p", "seed", "limit")
+
+
+@dataclass(kw_only=True)
+class PoolJobConfig:
+    """`build_curriculum.py pool`: generate and grade the message pool of every problem."""
+
+    model: str
+    """Checkpoint directory (in-process vLLM) or http(s):// server URL."""
+    problems: str
+    """JSONL of problems: {id, problem, answer}, {id, messages, answer} or training rows."""
+    out: str
+    """Output directory (pool files and pool.config.json)."""
+    num_messages: int = 24
+    """Messages per problem (paper: 24)."""
+    max_tokens: Optional[int] = None
+    """Tokens per message (None: up to the model's context)."""
+    temperature: float = 1.0
+    """Sampling temperature (paper: 1.0)."""
+    top_p: float = 1.0
+    """Nucleus sampling."""
+    seed: Optional[int] = None
+    """Base sampling seed, moved per problem (None: unseeded)."""
+    concurrency: int = 64
+    """Requests (each of n = num_messages samples) in flight."""
+    max_retries: int = 3
+    """Extra attempts for a failed sample."""
+    shard: str = "0/1"
+    """"i/N": this job's share of the problems (by crc32 of the id)."""
+    limit: Optional[int] = None
+    """Only the first N problems of the file."""
+    vllm_args: dict[str, Any] = field(default_factory=dict)
+    """In-process engine options (tensor_parallel_size, max_model_len, ...)."""
+    served_model_name: Optional[str] = None
+    """Server model name (default: discovered from /v1/models)."""
+    stream: bool = False
+    """Stream server responses."""
+    grade_workers: Optional[int] = None
+    """Grading processes (default: the CPU count)."""
+    grade_timeout_s: float = 10.0
+    """Seconds per graded math message."""
+
+    def __post_init__(self) -> None:
+        for name in ("model", "problems", "out"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} is required")
+        if self.grade_timeout_s <= 0:
+            raise ValueError(f"grade_timeout_s must be > 0, got {self.grade_timeout_s}")
+        self.build_config()  # the remaining fields are checked there
+
+    def build_config(self) -> PoolBuildConfig:
+        from megatron_pacore.pacore.pool import parse_shard
+
+        return PoolBuildConfig(
+            num_messages=self.num_messages,
+            sampling=SamplingSettings(max_tokens=self.max_tokens, temperature=self.temperature,
+                                      top_p=self.top_p, seed=self.seed),
+            concurrency=self.concurrency, max_retries=self.max_retries,
+            shard=parse_shard(self.shard), limit=self.limit,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _IDENTITY}
+
+
+def check_config_file(cfg: PoolJobConfig) -> None:
+    """Write DIR/pool.config.json, or compare with it: a resumed or parallel shard job with
+    other generation settings is a ValueError naming the fields that differ."""
+    path = Path(cfg.out) / CONFIG_FILE
+    mine = cfg.identity()
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        diff = sorted(k for k in mine if theirs.get(k) != mine[k])
+        if diff:
+            details = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine[k]!r} here" for k in diff)
+            raise ValueError(f"{cfg.out} holds a pool built with other settings ({details}); "
+                             f"use another --out or the same settings")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(mine, indent=2) + "\n")
+    tmp.replace(path)
+
+
+async def run_pool_job(cfg: PoolJobConfig, generator: Optional[Generator] = None) -> PoolStats:
+    """Build this shard's pool file; returns its stats (also logged).
+
+    `generator`: an engine already started (tests, the demo's prepare step), kept open;
+    otherwise one is opened from cfg.model as `pacore infer` does, and closed at the end.
+    """
+    from megatron_pacore.inference.factory import open_generator
+
+    build = cfg.build_config()
+    problems = read_pool_problems(cfg.problems)
+    todo = select_problems(problems, build)  # bad rows fail here, before any engine starts
+    check_config_file(cfg)
+    out = pool_path(cfg.out, build.shard)
+    owned = generator is None
+    if generator is None:
+        generator = await open_generator(model=cfg.model, vllm_args=cfg.vllm_args,
+                                         served_model_name=cfg.served_model_name, stream=cfg.stream)
+    grader = PoolGrader(cfg.grade_workers, cfg.grade_timeout_s)
+    bar = tqdm(total=len(todo), desc=f"pool {cfg.shard}", unit="problem", dynamic_ncols=True)
+    start, tokens, right = time.perf_counter(), 0, []
+
+    def on_problem(record: TrainRecord, completion_tokens: int) -> None:
+        nonlocal tokens
+        tokens += completion_tokens
+        right.append(record.message_accuracy or 0.0)
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}",
+                        acc=f"{sum(right) / len(right):.3f}")
+
+    try:
+        done_before = _count_rows(out)
+        bar.update(min(done_before, len(todo)))
+        stats = await build_pool(problems, generator, out, build, grade=grader.grade, on_problem=on_problem)
+    finally:
+        bar.close()
+        grader.close()
+        if owned:
+            await generator.close()
+    log.info("pool %s -> %s: %s", cfg.shard, out, json.dumps(stats.summary()))
+    return stats
+
+
+def _count_rows(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def merge_shards(out_dir: str, problems: Optional[str] = None, output: Optional[str] = None) -> Path:
+    """Join every DIR/pool.shard-*-of-N.jsonl into DIR/pool.jsonl (or `output`). All N shards
+    must be there, of one N; with `problems`, every problem must be in one of them."""
+    directory = Path(out_dir)
+    shards = sorted(directory.glob("pool.shard-*-of-*.jsonl"))
+    if not shards:
+        raise ValueError(f"no shard files (pool.shard-*-of-*.jsonl) in {directory}")
+    counts = {int(p.stem.rsplit("-of-", 1)[1]) for p in shards}
+    if len(counts) != 1:
+        raise ValueError(f"{directory} holds shards of different counts {sorted(counts)}; merge one set at a time")
+    n = counts.pop()
+    present = {int(p.stem.split("-")[1]) for p in shards}
+    missing = sorted(set(range(n)) - present)
+    if missing:
+        raise ValueError(f"{directory}: shards {missing} of {n} are missing; run them before merging")
+    target = Path(output) if output else directory / POOL_FILE
+    rows = merge_pools(shards, target, problems)
+    log.info("merged %d shards (%d problems) -> %s", n, rows, target)
+    return target
+

@@ -1,0 +1,299 @@
+"""A short supervised warm start of the tiny random model on the toy task.
+
+The CPU training demo needs a base policy that is right SOMETIMES: never right leaves PPO no
+reward to climb; always right leaves nothing to learn. A random tiny model is never right, so
+it is fine-tuned briefly (plain PyTorch + transformers on CPU, a few hundred steps) on targets
+in the format the strict training reward pays,
+
+    <think>7 + 5 = 12</think>
+    \\boxed{12}
+
+(the strict grader reads only the last \\boxed{} after `</think>`), rendered with the
+tokenizer's chat template exactly as vLLM renders the prompt. Two kinds of examples:
+
+- plain problems, whose target answer is right (or, with `p_correct` < 1, right only with
+  that probability and otherwise an arithmetic slip of 1..3). The SFT is SHORT: it stops
+  once the expected accuracy on the train problems reaches `target_accuracy` (0.35), with
+  the sums half learnt, so the policy samples the right answer only part of the time
+  (measured on this machine at temperature 1.0 on train problems: 0.34 after 70 steps from
+  `testing.tiny`'s model, 0.31 after 90 from the earlier one with unit norm scales; 100 more
+  steps and most sums are learnt; the random model scores 0);
+- synthesis prompts (`render_synthesis_prompt` over a few such messages), whose target copies
+  the answer of one reference chosen at random: the policy copies a right message as often as
+  the references are right, and PPO can teach it to prefer the right (or most common) one.
+
+The result is a Hugging Face checkpoint directory that vLLM loads. Everything is seeded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from megatron_pacore.pacore.prompts import render_synthesis_prompt
+from megatron_pacore.testing.toy_task import ToyTask, make_problems
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarmStartConfig:
+    """How long and on what the tiny model is fine-tuned."""
+
+    steps: int = 200
+    """Most optimizer steps (the run stops earlier at target_accuracy)."""
+    batch_tokens: int = 2048
+    """Tokens per step (padded): a step holds examples of one kind, as many as fit."""
+    lr: float = 5e-3
+    """Peak AdamW learning rate (linear warm-up over the first 10% of steps, then cosine)."""
+    p_correct: float = 1.0
+    """Probability that a plain problem's target answer is right (else a slip of 1..3)."""
+    synthesis_fraction: float = 0.3
+    """Share of steps on synthesis prompts rather than plain problems."""
+    min_references: int = 2
+    """Fewest reference messages in a synthesis example."""
+    max_references: int = 4
+    """Most reference messages in a synthesis example."""
+    target_accuracy: Optional[float] = 0.35
+    """Stop once the policy's expected accuracy on the train problems (the mean probability
+    of the right answer after "<think>a + b =", `answer_probability`) reaches this; None:
+    run all `steps`. How many steps that takes depends on the base model (a tiny model with
+    random norm scales learns the sums about twice as fast), so the target, not a step
+    count, is what keeps the base policy's accuracy near 0.3."""
+    min_steps: int = 30
+    """No early stop before this step (the synthesis examples need some steps too)."""
+    check_every: int = 5
+    """Steps between two measurements of the expected accuracy."""
+    threads: int = 2
+    """torch CPU threads."""
+    seed: int = 0
+    """Seed of the examples, the initialisation order and the data order."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_tokens", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("p_correct", "synthesis_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy < 1:
+            raise ValueError(f"target_accuracy must be in (0, 1) or None, got {self.target_accuracy}")
+        if self.check_every < 1 or self.min_steps < 0:
+            raise ValueError(f"need check_every >= 1 and min_steps >= 0, got {self.check_every}, {self.min_steps}")
+        if not 1 <= self.min_references <= self.max_references:
+            raise ValueError(
+                f"need 1 <= min_references <= max_references, got {self.min_references}, {self.max_references}"
+            )
+
+
+def target_message(answer: int) -> str:
+    """The final message (what compaction keeps) of a response answering `answer`."""
+    return f"\n\\boxed{{{answer}}}"
+
+
+def plain_target(task: ToyTask, a: int, b: int, answer: int) -> str:
+    """A whole response: short thinking that states the result, then the boxed answer."""
+    op = "+" if task.operation == "add" else "*"
+    return f"<think>{a} {op} {b} = {answer}</think>{target_message(answer)}"
+
+
+def synthesis_target(reference: int, answer: int) -> str:
+    """A response to a synthesis prompt that adopts reference `reference` (1-based)."""
+    return f"<think>Reference {reference} says {answer}</think>{target_message(answer)}"
+
+
+def slip(rng: random.Random, answer: int) -> int:
+    """A wrong answer near the right one (off by 1..3, never negative)."""
+    while True:
+        wrong = answer + rng.choice((-3, -2, -1, 1, 2, 3))
+        if wrong >= 0:
+            return wrong
+
+
+def make_examples(task: ToyTask, cfg: WarmStartConfig, kind: str, count: int) -> list[tuple[list[dict[str, str]], str]]:
+    """`count` (chat, target response) pairs of `kind` ("plain" or "synthesis") over the TRAIN
+    split only (held-out pairs stay unseen), seeded by cfg.seed."""
+    rng = random.Random(f"warm-start/{kind}/{cfg.seed}")
+    rows = make_problems(task, "train", len(task.split_orderings()[0]))
+    examples = []
+    for i in range(count):
+        row = rows[rng.randrange(len(rows))]
+        a, b = row["operands"]
+        right = task.answer(a, b)
+        if kind == "synthesis":
+            k = rng.randint(cfg.min_references, cfg.max_references)
+            share = rng.random()  # how often this problem's references are right
+            answers = [right if rng.random() < share else slip(rng, right) for _ in range(k)]
+            refs = [target_message(x) for x in answers]
+            chosen = rng.randrange(k)
+            chat = [{"role": "user", "content": render_synthesis_prompt(row["problem"], refs)}]
+            examples.append((chat, synthesis_target(chosen + 1, answers[chosen])))
+        elif kind == "plain":
+            answer = right if rng.random() < cfg.p_correct else slip(rng, right)
+            examples.append(([{"role": "user", "content": row["problem"]}], plain_target(task, a, b, answer)))
+        else:
+            raise ValueError(f"kind must be 'plain' or 'synthesis', got {kind!r}")
+    return examples
+
+
+def token_batches(encoded: list[tuple[list[int], int]], batch_tokens: int) -> list[list[tuple[list[int], int]]]:
+    """Consecutive examples grouped so that each group's padded size (count x longest) stays
+    within batch_tokens (at least one example per group)."""
+    groups: list[list[tuple[list[int], int]]] = [[]]
+    longest = 0
+    for item in encoded:
+        width = max(longest, len(item[0]))
+        if groups[-1] and width * (len(groups[-1]) + 1) > batch_tokens:
+            groups.append([])
+            width = len(item[0])
+        groups[-1].append(item)
+        longest = width
+    return groups
+
+
+def encode_example(tokenizer: Any, chat: list[dict[str, str]], target: str) -> tuple[list[int], int]:
+    """(token ids, prompt length): the prompt exactly as the vLLM generator renders it
+    (chat template with the generation prompt, no extra specials), then the target and EOS."""
+    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    target_ids = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return prompt_ids + target_ids, len(prompt_ids)
+
+
+def _batch(encoded: list[tuple[list[int], int]], pad_id: int):
+    """input_ids, attention_mask, labels [B, T], right-padded; labels -100 off the target."""
+    import torch
+
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(encoded):
+        t = torch.tensor(ids)
+        input_ids[row, : len(ids)] = t
+        mask[row, : len(ids)] = 1
+        labels[row, n_prompt: len(ids)] = t[n_prompt:]
+    return input_ids, mask, labels
+
+
+def answer_probability(model: Any, tokenizer: Any, task: ToyTask) -> float:
+    """Mean over the train problems of P(right answer | prompt, "<think>a op b ="): the
+    expected accuracy of a temperature-1.0 sample (the box copies the stated result), from
+    one forward pass, without sampling."""
+    import torch
+
+    rows, spans = [], []
+    for a, b in task.split_orderings()[0]:
+        chat = [{"role": "user", "content": task.problem_text(a, b)}]
+        full, n_prompt = encode_example(tokenizer, chat, plain_target(task, a, b, task.answer(a, b)))
+        stated = plain_target(task, a, b, task.answer(a, b)).split("</think>")[0]
+        prefix = tokenizer.encode(stated.rsplit(" ", 1)[0], add_special_tokens=False)
+        answer_end = n_prompt + len(tokenizer.encode(stated, add_special_tokens=False))
+        rows.append((full, n_prompt))
+        spans.append((n_prompt + len(prefix), answer_end))
+    input_ids, mask, _ = _batch(rows, tokenizer.pad_token_id)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
+    model.train(was_training)
+    total = 0.0
+    for row, (lo, hi) in enumerate(spans):
+        targets = input_ids[row, lo:hi]
+        total += float(logprobs[row, lo - 1: hi - 1].gather(-1, targets[:, None]).sum().exp())
+    return total / len(spans)
+
+
+def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfig = WarmStartConfig(),
+               on_step: Optional[Callable[[int, Any, Any], None]] = None) -> dict[str, Any]:
+    """Fine-tune the checkpoint `base` into `out` (a Hugging Face directory with tokenizer);
+    returns a summary (steps, seconds, first and last losses) also written to
+    `out/warm_start.json`. `on_step(step, model, tokenizer)` runs after each step."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model.train()
+    rng = random.Random(f"warm-start/steps/{cfg.seed}")
+    kinds = ["synthesis" if rng.random() < cfg.synthesis_fraction else "plain" for _ in range(cfg.steps)]
+    batches: dict[str, list] = {}
+    for kind in ("plain", "synthesis"):
+        n_steps = kinds.count(kind)
+        if not n_steps:
+            continue
+        probe = encode_example(tokenizer, *make_examples(task, cfg, kind, 1)[0])[0]
+        per_step = max(1, cfg.batch_tokens // int(len(probe) * (1.3 if kind == "synthesis" else 1.1)))
+        encoded = [encode_example(tokenizer, c, t) for c, t in make_examples(task, cfg, kind, n_steps * per_step * 2)]
+        batches[kind] = token_batches(encoded, cfg.batch_tokens)
+    cursor = {"plain": 0, "synthesis": 0}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warmup = max(1, cfg.steps // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        frac = (step - warmup) / max(1, cfg.steps - warmup)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    losses = []
+    tokens = 0
+    expected = None
+    for step, kind in enumerate(kinds):
+        chunk = batches[kind][cursor[kind] % len(batches[kind])]
+        cursor[kind] += 1
+        input_ids, mask, labels = _batch(chunk, tokenizer.pad_token_id)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        tokens += int(mask.sum())
+        if on_step is not None:
+            on_step(step + 1, model, tokenizer)
+        if step % 25 == 0 or step == cfg.steps - 1:
+            log.info("warm start step %d/%d loss %.3f", step + 1, cfg.steps, losses[-1])
+        if cfg.target_accuracy is not None and step + 1 >= cfg.min_steps and (step + 1) % cfg.check_every == 0:
+            expected = answer_probability(model, tokenizer, task)
+            if expected >= cfg.target_accuracy:
+                log.info("warm start: expected accuracy %.3f >= %.3f after %d steps", expected,
+                         cfg.target_accuracy, step + 1)
+                break
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if (Path(base) / "generation_config.json").is_file():
+        shutil.copy(Path(base) / "generation_config.json", tmp / "generation_config.json")
+    summary = {
+        "base": str(base), "steps": len(losses), "expected_accuracy": expected, "seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "tokens": tokens,
+        "loss_first": round(sum(losses[:10]) / len(losses[:10]), 4),
+        "loss_last": round(sum(losses[-10:]) / len(losses[-10:]), 4),
+        "config": asdict(cfg), "task": asdict(task),
+    }
+    (tmp / "warm_start.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return summary
