@@ -8,7 +8,7 @@
 `pool` generates each problem's message cache pool with the model, compacts and grades every
 message, and writes the trainer's records (DIR/pool.jsonl, or one file per --shard); rerun
 the same command to resume. `merge` joins the shard files. The logic lives in
-megatron_pacore.pacore.pool and pool_job; this is its command line.
+megatron_pacore.data.pool and pool_job; this is its command line.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
 
 def pool_config_from_args(args: argparse.Namespace):
     from megatron_pacore.config_cli import parse_key_values
-    from megatron_pacore.pacore.pool_job import PoolJobConfig
+    from megatron_pacore.data.pool_job import PoolJobConfig
 
     return PoolJobConfig(
         model=args.model, problems=args.problems, out=args.out, num_messages=args.num_messages,
@@ -74,11 +74,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         if args.command == "pool":
-            from megatron_pacore.pacore.pool_job import run_pool_job
+            from megatron_pacore.data.pool_job import run_pool_job
 
             stats = asyncio.run(run_pool_job(pool_config_from_args(args)))
             return 0 if stats.failed_problems == 0 else 1
-        from megatron_pacore.pacore.pool_job import merge_shards
+        from megatron_pacore.data.pool_job import merge_shards
 
         merge_shards(args.out, args.problems, args.output)
         return 0

@@ -6,4 +6,6 @@ packing.py        sequences laid end to end in token-budget micro-batches, and b
 balancing.py      which sequences go to which data-parallel rank and micro-batch
 sampler.py        each PPO iteration's problems and message sets, rendered as synthesis prompts
 jsonl.py          the one JSONL append/resume helper
+pool.py           message cache pools: generate, compact and grade each problem's messages
+pool_job.py       the resumable, sharded pool-building job (tools/build_curriculum.py pool)
 """

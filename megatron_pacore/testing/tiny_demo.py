@@ -163,7 +163,7 @@ def stage1_records(pool: Path, out: Path, lo: float, hi: float) -> dict[str, Any
 
 
 async def build_demo_pool(cfg: TinyDemoConfig, paths: TinyDemoPaths, generator: Any = None) -> dict[str, Any]:
-    from megatron_pacore.pacore.pool_job import CONFIG_FILE, PoolJobConfig, run_pool_job
+    from megatron_pacore.data.pool_job import CONFIG_FILE, PoolJobConfig, run_pool_job
 
     job = PoolJobConfig(
         model=str(paths.policy), problems=str(paths.train_problems), out=str(paths.pool.parent),

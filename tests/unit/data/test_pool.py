@@ -9,7 +9,7 @@ import pytest
 
 from helpers.scripted import ScriptedGenerator
 from megatron_pacore.data.train_records import read_train_records
-from megatron_pacore.pacore.pool import (
+from megatron_pacore.data.pool import (
     PoolBuildConfig,
     PoolGrader,
     build_pool,
@@ -19,7 +19,7 @@ from megatron_pacore.pacore.pool import (
     read_pool_problems,
     shard_of,
 )
-from megatron_pacore.pacore.pool_job import PoolJobConfig, check_config_file, merge_shards
+from megatron_pacore.data.pool_job import PoolJobConfig, check_config_file, merge_shards
 from megatron_pacore.types import SamplingSettings
 
 

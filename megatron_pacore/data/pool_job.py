@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from megatron_pacore.data.train_records import TrainRecord
 from megatron_pacore.inference.base import Generator
-from megatron_pacore.pacore.pool import (
+from megatron_pacore.data.pool import (
     POOL_FILE,
     PoolBuildConfig,
     PoolGrader,
@@ -90,7 +90,7 @@ class PoolJobConfig:
         self.build_config()  # the remaining fields are checked there
 
     def build_config(self) -> PoolBuildConfig:
-        from megatron_pacore.pacore.pool import parse_shard
+        from megatron_pacore.data.pool import parse_shard
 
         return PoolBuildConfig(
             num_messages=self.num_messages,
