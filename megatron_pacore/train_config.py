@@ -117,7 +117,7 @@ class RolloutConfig:
     max_model_len: Optional[int] = None
     """Prompt + response bound of the engine; None = the model's context."""
     dtype: str = "auto"
-    """Engine dtype (weight sync is exact when it equals the actor's)."""
+    """Engine dtype; auto = the actor's (model.precision), so that weight sync is exact."""
     gpu_memory_utilization: float = 0.5
     """GPU share vLLM may take beside the actor and critic."""
     enable_sleep_mode: Optional[bool] = None

