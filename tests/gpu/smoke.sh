@@ -8,10 +8,10 @@
 #   tests/gpu   the GPU tests on one GPU (TE layer spec parity, bf16, recomputation)
 #   fp8         TE FP8 forward/backward of the tiny model against bf16
 #   vllm        CUDA vLLM generation: `pacore infer` on the tiny model
-#   weight-sync benchmarks/weight_sync.py into CUDA vLLM (skipped, saying so, while it does not exist)
-#   ppo         two PPO iterations of examples/pacore_ppo.py (skipped while it does not exist)
+#   weight-sync the colocated engine's sync of CUDA tensors and CUDA IPC (tests/gpu/test_weight_transfer.py)
+#   ppo         two PPO iterations of examples/pacore_ppo.py on the tiny demo's data (TP=1, TE, THD)
 # Exits non-zero if any step failed or the time budget (SMOKE_BUDGET_S, default 480) ran out.
-# Overrides: SMOKE_WEIGHT_SYNC_ARGS, SMOKE_PPO_ARGS (arguments of those two scripts).
+# Overrides: SMOKE_PPO_ARGS (more key=value overrides of the PPO run).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
@@ -102,20 +102,23 @@ export PY TINY
 export -f check_infer
 step vllm check_infer
 
-if [ -f benchmarks/weight_sync.py ]; then
-  # shellcheck disable=SC2086  # word splitting of the override is intended
-  step weight-sync "$PY" benchmarks/weight_sync.py ${SMOKE_WEIGHT_SYNC_ARGS:---model "$TINY" --device cuda}
-else
-  skip weight-sync "benchmarks/weight_sync.py does not exist yet"
-fi
+# Weight sync into CUDA vLLM: the colocated engine (reload of CUDA tensors, sleep mode) and
+# CUDA IPC to an engine in its own process (tests/gpu/test_weight_transfer.py; one GPU).
+step weight-sync "$PY" -m pytest -q -x -p no:cacheprovider tests/gpu/test_weight_transfer.py
 
-if [ -f examples/pacore_ppo.py ]; then
-  # shellcheck disable=SC2086
-  step ppo "$PY" -m torch.distributed.run --standalone --nproc-per-node=1 examples/pacore_ppo.py \
-    ${SMOKE_PPO_ARGS:-model.path="$TINY" trainer.iterations=2 parallel.device=cuda}
-else
-  skip ppo "examples/pacore_ppo.py (the trainer) does not exist yet"
-fi
+# Two PPO iterations of the real trainer on one GPU: the CPU demo's data (tiny policy, toy
+# pools, made here on CUDA vLLM), TP=1, Transformer Engine spec, THD packing, sleep mode.
+run_ppo() {
+  VLLM_LOGGING_LEVEL=WARNING "$PY" -m megatron_pacore.testing.tiny_demo --cache-dir "$WORK/tiny_demo" || return 1
+  "$PY" -m torch.distributed.run --standalone --nproc-per-node=1 examples/pacore_ppo.py \
+    --config examples/configs/tiny_cpu.yaml model.path="$WORK/tiny_demo/policy" \
+    stages.0.data="$WORK/tiny_demo/stages/stage1.jsonl" stages.0.iterations=2 parallel.tp=1 \
+    parallel.device=cuda rollout.gpu_memory_utilization=0.3 rollout.weight_sync.check_weights=true \
+    logging.dir="$WORK/ppo" "$@"
+}
+export -f run_ppo
+# shellcheck disable=SC2086  # word splitting of the override is intended
+step ppo run_ppo ${SMOKE_PPO_ARGS:-}
 
 echo "=== summary (total $(($(date +%s) - T0))s of ${BUDGET}s)"
 printf '%s\n' "${summary[@]}"
