@@ -87,8 +87,7 @@ def worker(args) -> None:
               f"{args.problems * args.samples * args.tokens / r:.0f} generated tok/s")
         print("all reps: " + json.dumps(times))
         print(f"rollout_ratio={r / f:.3f}")
-    engine.close()
-    dist.destroy_process_group()
+    engine.close()  # also tears down the process group vLLM joined
 
 
 def main() -> int:
