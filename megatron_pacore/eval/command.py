@@ -1,10 +1,11 @@
 """`pacore eval`: PaCoRe against self-consistency on one benchmark, with a report.
 
-    pacore eval --model DIR_OR_URL --benchmark FILE --levels low,medium --runs 4 --report DIR
+    pacore eval --model DIR_OR_URL --benchmark FILE|humaneval --levels low,medium --runs 4 --report DIR
 
-Steps: read the benchmark (every row needs an answer), check the report directory's settings,
-generate (`sampling.Collector`, every request recorded for resume), grade every message once
-(`rewards.math.MathGrader`), write the report (`report.py`). A rerun with the same DIR replays
+Steps: read the benchmark (`benchmarks.py`: every row needs an answer or tests), check the
+report directory's settings, generate (`sampling.Collector`, every request recorded for
+resume), grade every message once (`grading.EvalGraders`: math-verify, or the sandboxed code
+grader), write the report (`report.py`). A rerun with the same DIR replays
 what is recorded and generates only what is missing; when nothing is missing, no engine starts.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from megatron_pacore.data.io import read_problems
+from megatron_pacore.eval.benchmarks import load_benchmark
 from megatron_pacore.eval.config import EvalConfig
 from megatron_pacore.eval.sampling import Collector
 from megatron_pacore.eval.store import RecordingGenerator
@@ -91,12 +92,9 @@ async def run_eval(cfg: EvalConfig, generator: Optional[ModelGenerator] = None, 
     when first needed and closed at the end.
     """
     g = cfg.generation
-    problems = read_problems(cfg.benchmark, limit=cfg.limit)
+    problems = load_benchmark(cfg.benchmark, limit=cfg.limit)
     if not problems:
         raise ValueError(f"{cfg.benchmark}: no problems")
-    for p in problems:
-        if not p.answer:
-            raise ValueError(f"{cfg.benchmark}: problem {p.id!r} has no 'answer' to grade against")
     check_report_dir(cfg)
     lazy = None
     if generator is None:
@@ -123,14 +121,15 @@ async def run_eval(cfg: EvalConfig, generator: Optional[ModelGenerator] = None, 
         await recorder.close()
         if lazy is not None:
             await lazy.close()
+    from megatron_pacore.eval.grading import EvalGraders
     from megatron_pacore.eval.methods import grade_all
     from megatron_pacore.eval.report import write_report
-    from megatron_pacore.rewards.math import MathGrader
 
-    with MathGrader(workers=cfg.grade_workers, timeout_s=cfg.grade_timeout_s) as grader:
-        grades = await asyncio.to_thread(grade_all, data, grader)
+    with EvalGraders(workers=cfg.grade_workers, timeout_s=cfg.grade_timeout_s,
+                     require_isolation=not cfg.allow_weak_sandbox) as graders:
+        grades = await asyncio.to_thread(grade_all, data, graders)
     extra = {"generation": {"generated": recorder.generated, "replayed": recorder.replayed},
-             "grading": {"math": grader.mode}}
+             "grading": graders.summary()}
     metrics = write_report(cfg, data, grades, extra)
     log.info("report: %s (%d requests generated, %d replayed)", Path(cfg.report) / "report.md",
              recorder.generated, recorder.replayed)

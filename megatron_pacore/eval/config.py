@@ -38,7 +38,7 @@ class EvalConfig:
     report: str = field(default="", metadata={"metavar": "DIR"})
     """report directory: results as they finish, report.md, metrics.json, plots; rerun with it to resume"""
     benchmark: str = DEFAULT_BENCHMARK
-    """JSONL of {id, problem, answer} rows"""
+    """`humaneval`, or a JSONL of {id, problem, answer} (math) or {id, problem, tests} (code) rows"""
     levels: Optional[list[str]] = field(default=None, metadata={"type": _csv})
     """compute levels, comma-separated, of high, low, medium (default: low)"""
     widths: Optional[list[str]] = field(default=None, metadata={"nargs": "+"})
@@ -50,11 +50,13 @@ class EvalConfig:
     pool: Optional[int] = field(default=None, metadata={"metavar": "P"})
     """generate P first-round samples per problem once; each run draws from them"""
     limit: Optional[int] = None
-    """only the first N problems"""
+    """only the first N problems of the benchmark"""
     grade_workers: Optional[int] = None
     """math grading processes (default: CPU count)"""
     grade_timeout_s: float = field(default=10.0, metadata={"flag": "--grade-timeout"})
-    """seconds per graded response"""
+    """seconds per graded math response"""
+    allow_weak_sandbox: bool = False
+    """code: grade without bubblewrap's namespaces when it is unavailable (the level is recorded)"""
     generation: GenerationOptions
     """model, sampling, concurrency and engine"""
 

@@ -7,8 +7,9 @@
 - `pacore`: the final message of the multi-round pipeline; tokens: all rounds.
 - `no_messages`: the same pipeline whose final round sees only the problem; tokens: all rounds.
 
-Every message is graded once (`grade_all`), by its compacted text; a failed sample or a
-failed pipeline counts as wrong.
+Every message is graded once (`grade_all`), by its compacted text (math: its final answer;
+code: its last ```python block run on the problem's tests, right when all pass); a failed
+sample or a failed pipeline counts as wrong.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 from megatron_pacore.eval.sampling import EvalData, Instance, Samples
+from megatron_pacore.eval.grading import CodeVerdict, EvalGraders, Verdict
 from megatron_pacore.pacore.compaction import compact
-from megatron_pacore.rewards.math import MathGrader, MathVerdict
-from megatron_pacore.types import Completion, ProblemResult
+from megatron_pacore.rewards.math import MathVerdict
+from megatron_pacore.types import Completion, Problem, ProblemResult
 
-Grades = dict[tuple[str, str], MathVerdict]
+Grades = dict[tuple[str, str], Verdict]
 """(problem id, message) -> verdict."""
 _NO_ANSWER = MathVerdict(0.0, "no_answer")
 
@@ -50,23 +52,23 @@ def _result_messages(result: Optional[ProblemResult]) -> Iterable[str]:
                 yield t.message
 
 
-def grade_all(data: EvalData, grader: MathGrader) -> Grades:
+def grade_all(data: EvalData, graders: EvalGraders) -> Grades:
     """Grades every distinct (problem, message) that any method needs, in one batch."""
-    wanted: dict[tuple[str, str], str] = {}
+    wanted: dict[tuple[str, str], Problem] = {}
     for s in data.samples:
         for c in s.completions:
             m = sample_message(c)
             if m is not None:
-                wanted[(s.problem.id, m)] = s.problem.answer or ""
+                wanted[(s.problem.id, m)] = s.problem
     for inst in data.instances:
         for m in (*_result_messages(inst.pacore), *_result_messages(inst.no_messages)):
-            wanted[(inst.problem.id, m)] = inst.problem.answer or ""
+            wanted[(inst.problem.id, m)] = inst.problem
     keys = list(wanted)
-    verdicts = grader.grade([m for _, m in keys], [wanted[k] for k in keys])
+    verdicts = graders.grade([(wanted[k], k[1]) for k in keys])
     return dict(zip(keys, verdicts))
 
 
-def verdict_of(grades: Grades, problem_id: str, message: Optional[str]) -> MathVerdict:
+def verdict_of(grades: Grades, problem_id: str, message: Optional[str]) -> Verdict:
     return _NO_ANSWER if message is None else grades.get((problem_id, message), _NO_ANSWER)
 
 
@@ -78,18 +80,44 @@ def normalize_answer(answer: str) -> str:
     return a.rstrip(".")
 
 
-def majority_vote(verdicts: Sequence[MathVerdict]) -> float:
-    """Self-consistency: the most frequent answer wins. Answers equal to the reference are one
-    group (the verifier proves them equal); wrong answers group by their normalized spelling;
-    samples without an answer do not vote. A tie is broken uniformly at random, in expectation:
-    the result is the share of tied groups that are right (1/2 for a right-wrong tie)."""
-    right = sum(1 for v in verdicts if v.score == 1.0)
-    wrong = Counter(normalize_answer(v.extracted) for v in verdicts if v.score != 1.0 and v.extracted)
-    top = max([right, *wrong.values()])
-    if top == 0:
+def vote_key(v: Verdict) -> Optional[str]:
+    """The group a sample votes for in `majority_vote`; None: it does not vote.
+
+    Math: every answer equal to the reference is one group (the verifier proves them equal);
+    a wrong answer votes for its normalized spelling; no extracted answer, no vote.
+    Code: a program votes for its normal form (`grading.normalize_program`: the AST without
+    comments, layout or docstrings), so only the same program, spelled differently, pools
+    votes. This is what self-consistency can do without the hidden tests: grouping programs by
+    their test verdicts would let the tests choose the answer (pass@k's oracle), and running
+    them on other inputs needs inputs the benchmark does not have. Distinct programs each get
+    one vote, so on a problem where every sample differs, majority is the mean correctness of
+    the samples (a uniformly random pick). No complete ```python block, no vote.
+    """
+    if isinstance(v, CodeVerdict):
+        return None if v.program is None else "code:" + v.program
+    if v.score == 1.0:
+        return "right"
+    return "wrong:" + normalize_answer(v.extracted) if v.extracted else None
+
+
+def majority_vote(verdicts: Sequence[Verdict]) -> float:
+    """Self-consistency: the group (`vote_key`) with the most votes wins, and its correctness
+    is the method's. A group's correctness is the mean score of its samples (for math 1 or 0;
+    for code its members are one program, so they agree unless a test's time limit was met by
+    one run and not another). A tie is broken uniformly at random, in expectation: the result
+    is the mean correctness of the tied groups (1/2 for a right-wrong tie)."""
+    votes: Counter[str] = Counter()
+    scores: dict[str, float] = {}
+    for v in verdicts:
+        key = vote_key(v)
+        if key is not None:
+            votes[key] += 1
+            scores[key] = scores.get(key, 0.0) + v.score
+    if not votes:
         return 0.0
-    winners = (right == top) + sum(1 for n in wrong.values() if n == top)
-    return (1.0 if right == top else 0.0) / winners
+    top = max(votes.values())
+    winners = [key for key, n in votes.items() if n == top]
+    return sum(scores[key] / votes[key] for key in winners) / len(winners)
 
 
 def single(samples: Samples, grades: Grades) -> Outcome:
@@ -98,7 +126,7 @@ def single(samples: Samples, grades: Grades) -> Outcome:
     return Outcome(sum(scores) / len(scores), sum(tokens) / len(tokens))
 
 
-def first_round_verdicts(inst: Instance, grades: Grades) -> list[MathVerdict]:
+def first_round_verdicts(inst: Instance, grades: Grades) -> list[Verdict]:
     return [verdict_of(grades, inst.problem.id, sample_message(c)) for c in inst.first]
 
 

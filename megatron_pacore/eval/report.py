@@ -18,6 +18,7 @@ from typing import Any, Optional
 from megatron_pacore.eval import methods as m
 from megatron_pacore.eval import plots
 from megatron_pacore.eval.config import EvalConfig
+from megatron_pacore.eval.grading import CodeVerdict
 from megatron_pacore.eval.metrics import MethodMetrics, emergence, message_accuracy, method_metrics
 from megatron_pacore.eval.sampling import EvalData
 
@@ -36,6 +37,25 @@ def _pct(x: Optional[float]) -> str:
 def _cell(row: MethodMetrics) -> str:
     se = "" if row.stderr is None else f" ± {100 * row.stderr:.1f}"
     return f"{100 * row.accuracy:.1f}{se} ({_tokens(row.tokens)})"
+
+
+def _grading_lines(grading: dict[str, str]) -> list[str]:
+    lines = []
+    if "math" in grading:
+        lines.append(f"- grading: math {grading['math']} (rewards.math: strict grades only the last box of a "
+                     "finished trajectory, lenient also final-line answer phrases and the last number)")
+    if "code" in grading:
+        lines.append(f"- grading: code in the {grading['code']} sandbox (rewards.code: the last ```python block of "
+                     "the final message runs on every test; right when all pass)")
+    return lines
+
+
+def _verdict_fields(v: m.Verdict) -> dict[str, Any]:
+    """What results.jsonl records of one graded message (code: also each test's verdict)."""
+    out: dict[str, Any] = {"extracted": v.extracted, "score": v.score, "reason": v.reason}
+    if isinstance(v, CodeVerdict):
+        out.update(pass_rate=v.pass_rate, verdicts=list(v.verdicts))
+    return out
 
 
 def compute_metrics(cfg: EvalConfig, data: EvalData, grades: m.Grades, extra: Optional[dict] = None) -> dict[str, Any]:
@@ -65,9 +85,7 @@ def render_markdown(cfg: EvalConfig, metrics: dict[str, Any], figures: dict[str,
         f"- runs: {runs}; first-round samples: "
         + (f"drawn from a pool of {cfg.pool} per problem" if cfg.pool else "generated per run"),
         f"- sampling: temperature {s.temperature}, top-p {s.top_p}, max tokens {s.max_tokens or 'model limit'}",
-        *([f"- grading: math {metrics['grading']['math']} (rewards.math: strict grades only the last box of a "
-           "finished trajectory, lenient also final-line answer phrases and the last number)"]
-          if metrics.get("grading") else []),
+        *_grading_lines(metrics.get("grading") or {}),
         "",
         "## Accuracy",
         "",
@@ -115,15 +133,15 @@ def _results_rows(data: EvalData, grades: m.Grades):
         row: dict[str, Any] = {
             "problem": inst.problem.id, "run": inst.run, "level": inst.level.name, "answer": inst.problem.answer,
             "first_round": [{"tokens": c.completion_tokens, "finish_reason": c.finish_reason, "error": c.error,
-                             "extracted": v.extracted, "score": v.score} for c, v in zip(inst.first, firsts)],
+                             **_verdict_fields(v)} for c, v in zip(inst.first, firsts)],
         }
         for method in ("pacore", "no_messages"):
             result = getattr(inst, method)
             if result is not None:
                 out = m.final_outcome(result, inst.problem.id, grades)
-                row[method] = {"score": out.correct, "tokens": result.test_time_tokens, "status": result.status,
-                               "error": result.error, "final_message": result.final_message,
-                               "extracted": m.verdict_of(grades, inst.problem.id, result.final_message).extracted,
+                final = m.verdict_of(grades, inst.problem.id, result.final_message if result.status != "failed" else None)
+                row[method] = {**_verdict_fields(final), "score": out.correct, "tokens": result.test_time_tokens,
+                               "status": result.status, "error": result.error, "final_message": result.final_message,
                                "round_widths": [r.width for r in result.rounds]}
         yield row
 

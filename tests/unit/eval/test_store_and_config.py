@@ -114,7 +114,7 @@ def test_cli_errors_name_the_problem_before_any_engine_starts(tmp_path, capsys):
     bench.write_text(json.dumps({"id": "a", "problem": "x"}) + "\n")
     report = str(tmp_path / "r")
     code, err = run_cli(["--model", "none", "--report", report, "--benchmark", str(bench)], capsys)
-    assert code == 2 and "problem 'a' has no 'answer'" in err
+    assert code == 2 and "b.jsonl:1: row 'a' has no 'answer' (math) or 'tests' (code)" in err
     code, err = run_cli(["--model", "none", "--report", report, "--benchmark", str(tmp_path / "missing.jsonl")], capsys)
     assert code == 2 and "input file not found" in err
     code, err = run_cli(["--model", "none", "--report", report, "--methods", "pacore,vote"], capsys)
