@@ -173,6 +173,16 @@ def test_canonical_humaneval_solutions_pass_and_broken_ones_fail():
     assert graders.summary() == {"code": "bwrap"}
 
 
+def test_every_canonical_humaneval_solution_passes_the_grader():
+    """The conversion of `test` + `entry_point` is right for the whole dataset, and no check
+    trips the harness's plain-data rule (measured: 164/164 in ~4 s on 2 workers)."""
+    problems = load_benchmark("humaneval")
+    with EvalGraders(workers=2) as graders:
+        verdicts = graders.grade([(p, right(p.id)) for p in problems])
+    failed = [(p.id, v.verdicts) for p, v in zip(problems, verdicts) if v.score != 1.0]
+    assert failed == []
+
+
 def test_the_harness_protections_hold_for_humaneval_checks():
     """A program that rigs equality or overrides builtins does not pass HumanEval's check."""
     [p] = load_benchmark("humaneval", limit=1)
