@@ -52,7 +52,7 @@ class EvalConfig:
     limit: Optional[int] = None
     """only the first N problems of the benchmark"""
     grade_workers: Optional[int] = None
-    """math grading processes (default: CPU count)"""
+    """math grading processes and concurrent code sandboxes (default: CPU count)"""
     grade_timeout_s: float = field(default=10.0, metadata={"flag": "--grade-timeout"})
     """seconds per graded math response"""
     allow_weak_sandbox: bool = False
