@@ -139,7 +139,8 @@ def _results_rows(data: EvalData, grades: m.Grades):
             result = getattr(inst, method)
             if result is not None:
                 out = m.final_outcome(result, inst.problem.id, grades)
-                final = m.verdict_of(grades, inst.problem.id, result.final_message if result.status != "failed" else None)
+                message = result.final_message if result.status != "failed" else None
+                final = m.verdict_of(grades, inst.problem.id, message)
                 row[method] = {**_verdict_fields(final), "score": out.correct, "tokens": result.test_time_tokens,
                                "status": result.status, "error": result.error, "final_message": result.final_message,
                                "round_widths": [r.width for r in result.rounds]}

@@ -196,6 +196,20 @@ def test_the_harness_protections_hold_for_humaneval_checks():
     assert v_exec.score == 0.0 and v_exec.verdicts == ("sandbox_violation",)
 
 
+def test_a_benchmark_mixing_math_and_code_grades_each_row_by_its_own_grader(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps({"id": "m", "problem": "1+1?", "answer": "2"}) + "\n"
+                    + json.dumps({"id": "c", "problem": "Echo.", "tests": [{"input": "hi\n", "output": "hi\n"}]}) + "\n")
+    math_p, code_p = load_benchmark(str(path))
+    with EvalGraders(workers=2) as graders:
+        m_right, m_wrong, c_right, c_wrong = graders.grade([
+            (math_p, "So $\\boxed{2}$."), (math_p, "So $\\boxed{3}$."),
+            (code_p, fenced("print(input())\n")), (code_p, fenced("print('bye')\n"))])
+        assert graders.summary() == {"math": "lenient", "code": "bwrap"}
+    assert (m_right.score, m_right.extracted, m_wrong.score) == (1.0, "2", 0.0)
+    assert (c_right.score, c_right.verdicts, c_wrong.score, c_wrong.verdicts) == (1.0, ("passed",), 0.0, ("wrong_answer",))
+
+
 # -- majority vote over programs -------------------------------------------------------------
 
 
