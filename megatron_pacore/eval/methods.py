@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-from megatron_pacore.eval.sampling import EvalData, Instance, Samples
 from megatron_pacore.eval.grading import CodeVerdict, EvalGraders, Verdict
+from megatron_pacore.eval.sampling import EvalData, Instance, Samples
 from megatron_pacore.pacore.compaction import compact
 from megatron_pacore.rewards.math import MathVerdict
 from megatron_pacore.types import Completion, Problem, ProblemResult
