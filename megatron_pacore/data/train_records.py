@@ -10,7 +10,8 @@ A row of the released PaCoRe-Train-8k reads as it is:
 and our fields, all optional on input:
 
     id             unique id (default: "<file stem>-<row index>")
-    domain         "math" or "code" (default: "code" when the row has tests, else "math")
+    domain         "math" or "code" (default: "code" when the row has tests, in `tests` or as
+                   its ground_truth, else "math")
     correct        per-response correctness, aligned with `responses` (bool or 0/1)
     tests          code tests in the format rewards/code.py grades: [{"input", "output"}] or
                    [{"code"}]; for a code row without `tests`, they are read from ground_truth
@@ -163,7 +164,8 @@ def record_from_row(row: dict[str, Any], where: str, default_id: str) -> TrainRe
         tests = _tests_from(row["tests"])
         if tests is None:
             raise _bad(where, "tests", "must be a non-empty list of tests (or its JSON text)")
-    domain = row.get("domain", "code" if tests is not None else "math")
+    # A released code row carries its tests only as ground_truth (a math answer never parses as tests).
+    domain = row.get("domain", "code" if tests is not None or _tests_from(row.get("ground_truth")) else "math")
     if domain not in DOMAINS:
         raise _bad(where, "domain", f"must be one of {DOMAINS}, got {domain!r:.40}")
 
