@@ -73,3 +73,22 @@ def test_bad_inputs_name_the_file(tmp_path):
         read_train_records(not_list)
     with pytest.raises(ValueError, match=r"released data must be \.json, \.jsonl or \.parquet"):
         write_released(tmp_path / "x.csv", [])
+
+
+def test_cli_import_then_export_gives_the_released_rows_back(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools"))
+    import build_curriculum
+
+    src = tmp_path / "stage2.json"
+    src.write_text(json.dumps(RELEASED))
+    ours, back = tmp_path / "ours.jsonl", tmp_path / "back.json"
+    assert build_curriculum.main(["import", "--input", str(src), "--output", str(ours)]) == 0
+    assert [r.id for r in read_train_records(ours)] == ["stage2-0", "stage2-1"]
+    assert build_curriculum.main(["export", "--input", str(ours), "--output", str(back)]) == 0
+    assert json.loads(back.read_text()) == RELEASED
+    assert "export: 2 rows" in capsys.readouterr().out
+    assert build_curriculum.main(["export", "--input", str(ours), "--output", str(tmp_path / "x.csv")]) == 2
+    assert "must be .json, .jsonl or .parquet" in capsys.readouterr().err
