@@ -251,26 +251,30 @@ async def run_stage2(cfg: Stage2FilterConfig, generator: Optional[Generator] = N
         synthesis_prompts(r, replace(cfg, samples=1))
     check_config_file(cfg)
     out = Path(cfg.out)
-    owned_gen = generator is None
-    if generator is None:
-        generator = await open_generator(model=cfg.checkpoint, vllm_args=cfg.vllm_args,
-                                         served_model_name=cfg.served_model_name, stream=cfg.stream)
-    owned_grader = None
-    if grade is None:
-        owned_grader = PoolGrader(cfg.grade_workers, cfg.grade_timeout_s, strict=True)
-        grade = owned_grader.grade
-    before = len(read_measurements(out / MEASURE_FILE))
-    bar = tqdm(total=len(records), initial=min(before, len(records)), desc="stage 2", unit="problem",
-               dynamic_ncols=True)
+    before = read_measurements(out / MEASURE_FILE)
+    left = sum(r.id not in before for r in records)
     start = time.perf_counter()
-    try:
-        counts = await measure(records, generator, cfg, grade, on_problem=lambda row: bar.update(1))
-    finally:
-        bar.close()
-        if owned_grader is not None:
-            owned_grader.close()
-        if owned_gen:
-            await generator.close()
+    counts = {"measured": 0, "skipped": len(records) - left, "failed_problems": 0, "failed_samples": 0,
+              "completion_tokens": 0}
+    if left:  # no engine is started when every problem is measured already
+        owned_gen = generator is None
+        if generator is None:
+            generator = await open_generator(model=cfg.checkpoint, vllm_args=cfg.vllm_args,
+                                             served_model_name=cfg.served_model_name, stream=cfg.stream)
+        owned_grader = None
+        if grade is None:
+            owned_grader = PoolGrader(cfg.grade_workers, cfg.grade_timeout_s, strict=True)
+            grade = owned_grader.grade
+        bar = tqdm(total=len(records), initial=len(records) - left, desc="stage 2", unit="problem",
+                   dynamic_ncols=True)
+        try:
+            counts = await measure(records, generator, cfg, grade, on_problem=lambda row: bar.update(1))
+        finally:
+            bar.close()
+            if owned_grader is not None:
+                owned_grader.close()
+            if owned_gen:
+                await generator.close()
     measured = read_measurements(out / MEASURE_FILE)
     missing = [r.id for r in records if r.id not in measured]
     summary: dict[str, Any] = {"stage": 2, "checkpoint": cfg.checkpoint, "samples": cfg.samples, **counts,
