@@ -100,6 +100,8 @@ def add_filter_parser(sub) -> None:
     s1.add_argument("--domain", choices=("math", "code"), default=None, help="the domain filtered (stage 1: required)")
     s1.add_argument("--min-accuracy", default="0", help="keep message accuracy > this (default 0)")
     s1.add_argument("--max-accuracy", default=None, help="keep message accuracy < this (default 9/24 math, 15/24 code)")
+    s1.add_argument("--no-accuracy-filter", action="store_true",
+                    help="dedup and decontaminate only (the clean set stage 2 measures)")
     s1.add_argument("--no-dedup", action="store_true", help="keep duplicate problems")
     s1.add_argument("--near-duplicate-jaccard", type=float, default=0.8,
                     help="shingle Jaccard of near duplicates (default 0.8); 0 = exact duplicates only")
@@ -128,7 +130,7 @@ def stage1_config_from_args(args: argparse.Namespace):
     return Stage1FilterConfig(
         input=args.input, out=args.out, domain=args.domain, min_accuracy=parse_fraction(args.min_accuracy),
         max_accuracy=None if args.max_accuracy is None else parse_fraction(args.max_accuracy),
-        dedup=not args.no_dedup, near_duplicate_jaccard=args.near_duplicate_jaccard or None,
+        accuracy_filter=not args.no_accuracy_filter, dedup=not args.no_dedup, near_duplicate_jaccard=args.near_duplicate_jaccard or None,
         shingle_size=args.shingle_size, num_perm=args.num_perm, decontaminate=list(args.decontaminate),
         contamination_ngram=args.ngram, grade_workers=args.grade_workers, grade_timeout_s=args.grade_timeout,
     )

@@ -15,6 +15,8 @@ problem in file order; the first reason that applies removes it:
    `max_accuracy` (9/24 for math, 15/24 for code: the paper's stage 1). A row without
    per-message correctness (a released row) has its `responses` graded against its
    `ground_truth` first, by the training reward's strict graders in their process pools.
+   `accuracy_filter=False` skips this step (and the grading): the clean problem set that
+   stage 2 measures.
 
 DIR/kept.jsonl gets the kept records (our record format, with `correct` and
 `message_accuracy`); DIR/removed.jsonl one row per removed problem: its id, `reason`, what
@@ -73,6 +75,9 @@ class Stage1FilterConfig:
     """Keep message accuracy strictly above this (paper: 0)."""
     max_accuracy: Optional[float] = None
     """Keep message accuracy strictly below this; None: 9/24 for math, 15/24 for code (paper)."""
+    accuracy_filter: bool = True
+    """Apply the accuracy band; False keeps every graded or ungraded pool (dedup and
+    decontamination only: the input of stage 2, which measures every clean problem)."""
     dedup: bool = True
     """Remove exact and near duplicates (the first occurrence is kept)."""
     near_duplicate_jaccard: Optional[float] = 0.8
@@ -215,6 +220,8 @@ def filter_stage1(records: Sequence[TrainRecord], cfg: Stage1FilterConfig, grade
         decided.append(None)
 
     survivors = [r for r, d in zip(records, decided) if d is None]
+    if not cfg.accuracy_filter:
+        return FilterResult(kept=survivors, removed=[d for d in decided if d is not None])
     owned = None
     if grade is None and any(r.correct is None and r.responses for r in survivors):
         owned = grade = StrictPoolGrader(cfg.grade_workers, cfg.grade_timeout_s)

@@ -70,6 +70,8 @@ def test_duplicates_keep_the_first_occurrence(tmp_path):
     assert removed["d"]["duplicate_of"] == "a" and removed["d"]["match"] == "near"
     assert 0.8 <= removed["d"]["jaccard"] < 1
     assert [r.id for r in filter_stage1(recs, cfg(tmp_path, dedup=False)).kept] == ["a", "b", "c", "d", "e"]
+    clean = filter_stage1(recs + [record("f", "Another one.", 0)], cfg(tmp_path, accuracy_filter=False))
+    assert [r.id for r in clean.kept] == ["a", "b", "e", "f"]  # accuracy 0 kept: no band applied
 
 
 def test_contamination_against_a_real_benchmark_file(tmp_path, benchmarks_dir):
