@@ -152,9 +152,22 @@ def stage2_config_from_args(args: argparse.Namespace):
     )
 
 
+def check_stage_options(args: argparse.Namespace) -> None:
+    """Options of the other stage are a mistake, not something to ignore silently."""
+    stage1 = {"--domain": args.domain is not None, "--max-accuracy": args.max_accuracy is not None,
+              "--min-accuracy": args.min_accuracy != "0", "--no-dedup": args.no_dedup,
+              "--no-accuracy-filter": args.no_accuracy_filter, "--decontaminate": bool(args.decontaminate)}
+    stage2 = {"--checkpoint": args.checkpoint is not None, "--save-responses": args.save_responses}
+    wrong = [k for k, given in (stage2 if args.stage == 1 else stage1).items() if given]
+    if wrong:
+        other = 2 if args.stage == 1 else 1
+        raise ValueError(f"{', '.join(wrong)}: option(s) of filter --stage {other}, not of --stage {args.stage}")
+
+
 def run_filter(args: argparse.Namespace) -> int:
     import json
 
+    check_stage_options(args)
     if args.stage == 1:
         from megatron_pacore.data.curriculum_filter import run_stage1
 

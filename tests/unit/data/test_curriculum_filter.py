@@ -164,3 +164,9 @@ def test_cli_filters_and_reports_bad_input(tmp_path, capsys):
     assert "fraction like 9/24, got 'nine'" in capsys.readouterr().err
     assert build_curriculum.main(["filter", "--stage", "2", "--input", str(src), "--out", str(out)]) == 2
     assert "needs --checkpoint" in capsys.readouterr().err
+    assert build_curriculum.main(["filter", "--stage", "2", "--checkpoint", "ckpt", "--domain", "math",
+                                  "--input", str(src), "--out", str(out)]) == 2
+    assert "--domain: option(s) of filter --stage 1, not of --stage 2" in capsys.readouterr().err
+    assert build_curriculum.main(["filter", "--stage", "1", "--domain", "math", "--checkpoint", "ckpt",
+                                  "--input", str(src), "--out", str(out)]) == 2
+    assert "--checkpoint: option(s) of filter --stage 2" in capsys.readouterr().err
