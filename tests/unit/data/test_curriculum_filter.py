@@ -170,3 +170,22 @@ def test_cli_filters_and_reports_bad_input(tmp_path, capsys):
     assert build_curriculum.main(["filter", "--stage", "1", "--domain", "math", "--checkpoint", "ckpt",
                                   "--input", str(src), "--out", str(out)]) == 2
     assert "--checkpoint: option(s) of filter --stage 2" in capsys.readouterr().err
+
+
+def test_released_code_rows_are_graded_by_the_sandboxed_tests(tmp_path):
+    gt = json.dumps({"inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"]})
+    add = "<think>sum</think>```python\nprint(sum(map(int, input().split())))\n```"
+    mul = "<think>product</think>```python\na, b = map(int, input().split())\nprint(a * b)\n```"
+    unfinished = "```python\nprint(sum(map(int, input().split())))\n```"  # right code, no </think>
+    src = tmp_path / "code.json"
+    src.write_text(json.dumps([{"conversation": [{"role": "user", "content": "Add two ints from stdin."}],
+                                "responses": [add, mul, unfinished, mul], "ground_truth": gt}]))
+    (rec,) = read_train_records(src)
+    assert rec.domain == "code" and rec.correct is None
+    grader = StrictPoolGrader(workers=1)
+    try:
+        result = filter_stage1([rec], cfg(tmp_path, domain="code"), grade=grader)
+    finally:
+        grader.close()
+    (kept,) = result.kept
+    assert kept.correct == [True, False, False, False] and kept.metadata["message_accuracy"] == 0.25
