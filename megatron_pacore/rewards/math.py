@@ -28,6 +28,11 @@ otherwise) and compared with `math_verify.verify`, which accepts equivalent form
 (`\\dfrac{1}{576}` and `1/576`, `\\frac12` and `0.5`, roots in either order) and rejects near
 misses (a sign, a root, a factor).
 
+Plain numbers on both sides (integers, decimals, fractions: `math_exact.py`) are compared
+exactly without parsing, with math-verify's verdicts; every other pair goes to math-verify,
+whose slowest steps `math_speedups.py` makes cheap without changing a result. Each worker
+parses a reference once (an LRU cache): a PPO iteration grades many samples per problem.
+
 math-verify's own timeouts use `signal.alarm`, which works only in the main thread, so they are
 turned off here and every item runs in a `TimeoutPool` that enforces our own deadline: a
 pathological input scores 0.0 with reason `timeout` and the caller never hangs.

@@ -120,6 +120,8 @@ def install() -> bool:
     """Install both speed-ups in this process (idempotent); False if the libraries are not
     the versions they were written for (nothing is changed then)."""
     global _installed
+    if _installed:
+        return True
     with _lock:
         if _installed:
             return True
