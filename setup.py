@@ -24,7 +24,8 @@ CORE = [
     "tokenizers>=0.21",
     "safetensors>=0.4",
     "math-verify>=0.7",
-    "openai>=1.50",
+    # The OpenAI-compatible client (inference/openai_http.py says why not the openai SDK).
+    "httpx2>=2.0",
     "tqdm>=4.66",
     # dist_checkpointing needs psutil but megatron-core does not declare it.
     "psutil>=5.9",

@@ -1,7 +1,8 @@
 """A Generator over any OpenAI-compatible `/v1/chat/completions` server (vLLM, SGLang, ...).
 
-Built on the official `openai` SDK (AsyncOpenAI) with the SDK's own retries off: the PaCoRe
-runner retries failed samples itself, with backoff, and only the samples that failed.
+Built on httpx (openai_http.py; it says why not on the `openai` SDK, whose import alone cost
+more than the rest of `pacore infer`'s start-up) with no retries of its own: the PaCoRe runner
+retries failed samples itself, with backoff, and only the samples that failed.
 
 What a server returns, and how it becomes `Completion`s:
 
@@ -29,20 +30,15 @@ What a server returns, and how it becomes `Completion`s:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import replace
 from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
-import openai
-
 from megatron_pacore.inference.base import GenerationError
+from megatron_pacore.inference.openai_http import ChatHTTP, StatusFailure, TransportFailure
 from megatron_pacore.types import Completion, GenerationRequest
-
-try:  # openai >= 3 is built on httpx2; earlier releases on httpx. Limits/Timeout follow it.
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - depends on the installed SDK
-    import httpx as _http
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +65,14 @@ def normalize_base_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def _field(obj: Any, name: str) -> Any:
-    """A field of an SDK object, including the vendor extras it keeps in `model_extra`."""
-    value = getattr(obj, name, None)
-    if value is None:
-        value = (getattr(obj, "model_extra", None) or {}).get(name)
-    return value
+def _get(obj: Any, name: str) -> Any:
+    """`obj[name]` of a JSON object; None when absent or when `obj` is not an object."""
+    return obj.get(name) if isinstance(obj, dict) else None
 
 
 def _reasoning(obj: Any) -> Optional[str]:
-    value = _field(obj, "reasoning_content")
-    return value if value is not None else _field(obj, "reasoning")
+    value = _get(obj, "reasoning_content")
+    return value if value is not None else _get(obj, "reasoning")
 
 
 def split_aggregate(total: int, weights: list[int]) -> list[int]:
@@ -182,13 +175,7 @@ class OpenAIGenerator:
         self.ask_token_ids = True
         self._warned_split = False
         self._model_lock = asyncio.Lock()
-        http_client = openai.DefaultAsyncHttpxClient(
-            limits=_http.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
-        self._client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=api_key, max_retries=0, http_client=http_client,
-            timeout=_http.Timeout(request_timeout_s, connect=connect_timeout_s),
-        )
+        self._http = ChatHTTP(self.base_url, api_key, request_timeout_s, connect_timeout_s, max_connections)
 
     # -- server and model ----------------------------------------------------------------
 
@@ -203,17 +190,18 @@ class OpenAIGenerator:
             if self.model is not None and not check:
                 return self.model
             # /v1/models answers in milliseconds; a server that stays silent is as good as down.
-            timeout = _http.Timeout(2 * self.connect_timeout_s, connect=self.connect_timeout_s)
             try:
-                page = await self._client.with_options(timeout=timeout).models.list()
-            except openai.APIStatusError as e:
-                raise GenerationError(f"{self.base_url}/models: HTTP {e.status_code}: {e.message}") from e
-            except openai.APIError as e:
+                page = await self._http.get_json("/models", 2 * self.connect_timeout_s, self.connect_timeout_s)
+            except StatusFailure as e:
+                raise GenerationError(f"{self.base_url}/models: {e}") from e
+            except TransportFailure as e:
                 raise GenerationError(
-                    f"cannot reach the OpenAI-compatible server at {self.base_url} "
-                    f"({_describe(e)}); is it running?"
+                    f"cannot reach the OpenAI-compatible server at {self.base_url} ({e}); is it running?"
                 ) from e
-            served = [m.id for m in page.data]
+            data = _get(page, "data")
+            if not isinstance(data, list) or not all(isinstance(_get(m, "id"), str) for m in data):
+                raise GenerationError(f"{self.base_url}/models: not a model list: {str(page)[:200]}")
+            served = [m["id"] for m in data]
             if self.model is None:
                 if len(served) != 1:
                     raise ValueError(
@@ -271,72 +259,75 @@ class OpenAIGenerator:
             for r in results
         ]
 
-    def _body(self, request: GenerationRequest, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Standard arguments and vendor extras (extra_body) of one chat request."""
+    def _body(self, request: GenerationRequest, n: int) -> dict[str, Any]:
+        """The JSON body of one chat request: the standard fields, then the vendor extras
+        (`extra_body`, vLLM's `ignore_eos` and `return_token_ids`). Unset settings are left out."""
         s = request.sampling
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self.model, "messages": request.messages, "n": n,
             "temperature": s.temperature, "top_p": s.top_p,
         }
         if s.max_tokens is not None:
-            kwargs["max_tokens"] = s.max_tokens
+            body["max_tokens"] = s.max_tokens
         if s.seed is not None:
-            kwargs["seed"] = s.seed
-        extra = dict(self.extra_body)
+            body["seed"] = s.seed
+        if self.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        body.update(self.extra_body)
         if s.ignore_eos:
-            extra["ignore_eos"] = True  # vLLM / SGLang extension
+            body["ignore_eos"] = True  # vLLM / SGLang extension
         if self.ask_token_ids:
-            extra["return_token_ids"] = True  # vLLM: exact per-choice token counts
-        return kwargs, extra
+            body["return_token_ids"] = True  # vLLM: exact per-choice token counts
+        return body
 
     async def _call(self, request: GenerationRequest, n: int) -> dict[int, Completion]:
         """One HTTP request; the completions it returned, by choice index."""
-        kwargs, extra = self._body(request, n)
+        body = self._body(request, n)
         try:
             if self.stream:
-                return await self._streamed(kwargs, extra)
-            return self._parse(await self._client.chat.completions.create(**kwargs, extra_body=extra))
-        except openai.APIStatusError as e:
-            if e.status_code in (400, 422) and "return_token_ids" in str(e.message) and self.ask_token_ids:
+                return await self._streamed(body)
+            return self._parse(await self._http.post_json("/chat/completions", body))
+        except StatusFailure as e:
+            if e.status in (400, 422) and "return_token_ids" in e.detail and self.ask_token_ids:
                 log.warning("%s rejects return_token_ids; per-choice token counts fall back to usage", self.url)
                 self.ask_token_ids = False
                 return await self._call(request, n)
-            raise ServerHTTPError(f"{self.url}: HTTP {e.status_code}: {e.message}", e.status_code) from e
-        except openai.APIError as e:
-            raise GenerationError(f"{self.url}: {_describe(e)}") from e
+            raise ServerHTTPError(f"{self.url}: {e}", e.status) from e
+        except TransportFailure as e:
+            raise GenerationError(f"{self.url}: {e}") from e
+
+    def _add(self, choices: dict[int, _Choice], c: Any, part: str) -> None:
+        """Add one choice of a response (`part` "message") or stream chunk ("delta")."""
+        index = _get(c, "index")
+        if not isinstance(index, int):
+            raise TransportFailure(f"a choice without an integer index: {str(c)[:200]}")
+        msg = _get(c, part)
+        choices.setdefault(index, _Choice()).add(
+            _get(msg, "content"), _reasoning(msg), _get(c, "token_ids"), _get(c, "finish_reason"),
+        )
 
     def _parse(self, response: Any) -> dict[int, Completion]:
         choices: dict[int, _Choice] = {}
-        for c in response.choices or []:
-            msg = c.message
-            choices.setdefault(c.index, _Choice()).add(
-                msg.content if msg else None, _reasoning(msg) if msg else None,
-                _field(c, "token_ids"), c.finish_reason,
-            )
-        return self._finish(choices, response.usage, _field(response, "prompt_token_ids"))
+        for c in _get(response, "choices") or []:
+            self._add(choices, c, "message")
+        return self._finish(choices, _get(response, "usage"), _get(response, "prompt_token_ids"))
 
-    async def _streamed(self, kwargs: dict[str, Any], extra: dict[str, Any]) -> dict[int, Completion]:
+    async def _streamed(self, body: dict[str, Any]) -> dict[int, Completion]:
         choices: dict[int, _Choice] = {}
         usage = prompt_ids = None
-        stream = await self._client.chat.completions.create(
-            **kwargs, stream=True, stream_options={"include_usage": True}, extra_body=extra
-        )
-        async with stream:
-            async for chunk in stream:
-                usage = chunk.usage or usage
-                prompt_ids = prompt_ids or _field(chunk, "prompt_token_ids")
-                for c in chunk.choices or []:
-                    delta = c.delta
-                    choices.setdefault(c.index, _Choice()).add(
-                        delta.content if delta else None, _reasoning(delta) if delta else None,
-                        _field(c, "token_ids"), c.finish_reason,
-                    )
+        async with contextlib.aclosing(self._http.post_events("/chat/completions", body)) as events:
+            async for chunk in events:
+                usage = _get(chunk, "usage") or usage
+                prompt_ids = prompt_ids or _get(chunk, "prompt_token_ids")
+                for c in _get(chunk, "choices") or []:
+                    self._add(choices, c, "delta")
         return self._finish(choices, usage, prompt_ids)
 
     def _finish(self, choices: dict[int, _Choice], usage: Any, prompt_ids: Any) -> dict[int, Completion]:
         """Completions by index, with token counts (see the module doc)."""
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or (len(prompt_ids) if prompt_ids else 0))
-        total = getattr(usage, "completion_tokens", None)
+        prompt_tokens = int(_get(usage, "prompt_tokens") or (len(prompt_ids) if prompt_ids else 0))
+        total = _get(usage, "completion_tokens")
         indices = sorted(choices)
         if all(choices[i].token_ids is not None for i in indices):
             counts = [len(choices[i].token_ids or []) for i in indices]
@@ -358,18 +349,8 @@ class OpenAIGenerator:
             log.warning("%s %s", self.url, what)
 
     async def close(self) -> None:
-        await self._client.close()
-
+        await self._http.close()
 
 
 def _missing(index: int) -> Completion:
     return Completion(text="", error=f"server returned no choice with index {index}")
-
-
-def _describe(e: BaseException) -> str:
-    """The SDK's error and the transport error under it ("Connection error." alone says
-    little)."""
-    text = f"{type(e).__name__}: {e}"
-    if e.__cause__ is not None and str(e.__cause__) not in text:
-        text += f" ({type(e.__cause__).__name__}: {e.__cause__})"
-    return text

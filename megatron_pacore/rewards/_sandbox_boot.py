@@ -1,7 +1,11 @@
 """Sandbox server: supervises test runs. Run as a script: `python -I -S -B _sandbox_boot.py UID`.
 
 Standard library only, and run as a script (never imported by the package), because it is the
-first thing the sandbox process executes. It serves test runs for one sandbox uid: a JSON
+first thing the sandbox process executes. Its parts live beside it and are executed into
+private namespaces when the server starts, never imported as modules (a program could reach
+a module through `sys.modules`): `_sandbox_mounts.py` (layer 1 without bubblewrap),
+`_sandbox_audit.py` (layer 4), `_sandbox_procs.py` (deadline and sweep), and the test harness
+`_sandbox_harness.py`; this file keeps limits, identity, the verdict channel and the server. It serves test runs for one sandbox uid: a JSON
 config per line on stdin (written by `sandbox.py`), a JSON report per line on stdout. The
 layers, outermost first:
 
@@ -36,82 +40,27 @@ import ctypes
 import json
 import os
 import resource
-import select
-import signal
 import sys
 import time
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 36, 38
-_MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-                "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 36, 38, 4
 _LIBC = ctypes.CDLL(None, use_errno=True)
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _mountinfo():
-    """(mount point, per-mount option flags) of this mount namespace, parents first."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")
-            flags = 0
-            for opt in fields[5].split(","):
-                flags |= _MOUNT_FLAGS.get(opt, 0)
-            out.append((point, flags))
-    return out
+def load(filename):
+    """The names `filename` (beside this file) defines, executed into a private namespace (not
+    a module of sys.modules, so a program cannot reach it) while the interpreter is still
+    pristine."""
+    path = os.path.join(_HERE, filename)
+    namespace = {"__name__": filename[:-3], "__file__": path}
+    with open(path, encoding="utf-8") as f:
+        exec(compile(f.read(), path, "exec"), namespace)
+    return namespace
 
 
-def _mount(source, target, flags):
-    src = source.encode() if source else None
-    if _LIBC.mount(src, target.encode(), None, flags, None) != 0:
-        raise OSError(ctypes.get_errno(), f"mount {target}")
-
-
-def _hide(hide, expose):
-    """Covers each directory of `hide` (the host's home) with an empty tmpfs, then binds back
-    the directories of `expose` that lie under it (the interpreter's own prefix, when Python
-    is installed in the home directory), so the program can import the standard library but
-    sees nothing else of the home."""
-    for hidden in hide:
-        if hidden == "/" or not os.path.isdir(hidden):
-            continue
-        keep = [(d, os.open(d, os.O_PATH | os.O_DIRECTORY)) for d in expose
-                if d.startswith(hidden.rstrip("/") + "/") and os.path.isdir(d)]
-        if _LIBC.mount(b"tmpfs", hidden.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=1m") != 0:
-            raise OSError(ctypes.get_errno(), f"mount tmpfs on {hidden}")
-        for d, fd in keep:
-            os.makedirs(d, mode=0o755, exist_ok=True)
-            _mount(f"/proc/self/fd/{fd}", d, MS_BIND | MS_REC)
-            os.close(fd)
-
-
-def isolate(work_dir, hide=(), expose=()):
-    """Layer 1 without bubblewrap. Returns (network, filesystem) guard names for the report:
-    filesystem is "read-only-mounts" only when every remount succeeded."""
-    as_root = os.geteuid() == 0
-    flags = CLONE_NEWNET | CLONE_NEWNS if as_root else CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS
-    if _LIBC.unshare(flags) != 0:
-        return "audit-hook", "audit-hook"
-    try:
-        _mount(None, "/", MS_REC | MS_PRIVATE)  # nothing below propagates to the host
-        _hide(hide, expose)
-        _mount(work_dir, work_dir, MS_BIND)  # the work dir becomes its own writable mount
-        failed = 0
-        for point, keep in _mountinfo():
-            if point != work_dir:
-                try:
-                    _mount(None, point, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
-                except OSError:
-                    if point == "/":
-                        raise
-                    failed += 1
-        return "netns", "read-only-mounts" if not failed else f"read-only-mounts-except-{failed}"
-    except OSError:
-        return "netns", "audit-hook"
+# The parts, loaded by `serve` before any program runs: {"mounts": ..., "audit": ..., ...}.
+_PARTS = {}
 
 
 def set_limits(limits):
@@ -129,73 +78,6 @@ def set_limits(limits):
     ):
         resource.setrlimit(res, value)
 
-
-_BLOCKED_EVENTS = frozenset({
-    "sys._getframe", "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
-    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "code.__new__",
-    "function.__new__", "sys.addaudithook",
-    "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
-    "subprocess.Popen", "os.kill", "os.killpg", "signal.pthread_kill", "pty.spawn",
-    "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
-    "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo",
-})
-# Events that modify a path: the indices of their path arguments.
-_PATH_EVENTS = {
-    "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
-    "os.chmod": (0,), "os.chown": (0,), "os.link": (1,), "os.symlink": (1,),
-    "os.truncate": (0,), "os.utime": (0,), "shutil.rmtree": (0,), "shutil.copyfile": (1,),
-    "os.mkfifo": (0,), "os.mknod": (0,),
-}
-# Attribute reads that lead to frames (audited as object.__getattr__).
-_FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_globals", "f_locals"})
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-
-def install_audit_hook(work_dir, report):
-    """Layer 4: `report(status, detail)` then exit on anything a test program has no business
-    doing. The hook exits with os._exit, so the program cannot catch it."""
-    root = os.path.realpath(work_dir)
-    realpath, fspath, fsdecode, _exit = os.path.realpath, os.fspath, os.fsdecode, os._exit
-
-    def resolve(path):
-        if isinstance(path, int):
-            return None
-        p = fspath(path)
-        return realpath(fsdecode(p) if isinstance(p, bytes) else p)
-
-    def outside(path):
-        full = resolve(path)
-        return full is not None and full != "/dev/null" and full != root and not full.startswith(root + "/")
-
-    def violation(what):
-        report("sandbox_violation", what[:300])
-        _exit(0)
-
-    def hook(event, args):
-        if event == "open":
-            path, mode, flags = args
-            full = resolve(path)
-            if full is None:
-                return
-            if full == "/proc" or full.startswith("/proc/"):
-                violation(f"open of {full}")
-            writing = (flags or 0) & _WRITE_FLAGS or (mode is not None and any(c in mode for c in "wax+"))
-            if writing and outside(path):
-                violation(f"write outside the sandbox: {full}")
-        elif event in _BLOCKED_EVENTS or event.startswith("ctypes."):
-            violation(f"{event}")
-        elif event == "object.__getattr__" and len(args) > 1 and args[1] in _FRAME_ATTRS:
-            violation(f"frame access ({args[1]})")
-        elif event in _PATH_EVENTS:
-            for i in _PATH_EVENTS[event]:
-                if i < len(args) and outside(args[i]):
-                    violation(f"{event} outside the sandbox: {args[i]!r}")
-
-    sys.addaudithook(hook)
-
-
-def _no_frames(*args):
-    raise ValueError("frames are not available in the sandbox")
 
 
 def child(cfg, status_fd, fds, nonce, run):
@@ -228,93 +110,15 @@ def child(cfg, status_fd, fds, nonce, run):
         os.closerange(3, status_fd)
         os.closerange(status_fd + 1, 4096)
         sys.argv = ["solution.py"]
-        sys._getframe = _no_frames  # namedtuple, enum, warnings, logging cope with ValueError
+        sys._getframe = _PARTS["audit"]["_no_frames"]  # namedtuple, enum, warnings, logging cope with ValueError
         del sys._current_frames
         if cfg.get("audit_hook", True):
-            install_audit_hook(cfg["work_dir"], report)
+            _PARTS["audit"]["install_audit_hook"](cfg["work_dir"], report)
     except BaseException as e:  # a setup failure is the grader's, not the program's
         report("setup_error", f"{type(e).__name__}: {e}")
         exit_(0)
     run(source, test_code, report, exit_)
 
-
-def _flush():
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:
-        pass
-
-
-def _wait(pid, timeout):
-    """(status, rusage, timed_out) of `pid`, killing it at the deadline."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        pidfd = None
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
-            return status, usage, False
-        left = deadline - time.monotonic()
-        if left <= 0:
-            os.kill(pid, signal.SIGKILL)
-            _, status, usage = os.wait4(pid, 0)
-            return status, usage, True
-        if pidfd is not None:
-            select.select([pidfd], [], [], left)
-        else:
-            time.sleep(min(left, 0.005))
-
-
-def _children():
-    """Pids whose parent is this process (orphans of the program land here: subreaper)."""
-    me, out = os.getpid(), []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-                out.append(int(name))
-    return out
-
-
-def sweep(uid, pgid):
-    """Kills and reaps every process the program left. As root, a helper running as the
-    program's uid sends kill(-1), which reaches all of them, even ones that left the process
-    group; then (any user) the supervisor kills its remaining children, which orphans
-    re-parent to, until none is left."""
-    if os.geteuid() == 0:
-        assert uid > 0, "kill(-1) as root would kill every process of the host"
-        for _ in range(2):
-            helper = os.fork()
-            if helper == 0:
-                try:
-                    os.setuid(uid)
-                    os.kill(-1, signal.SIGKILL)
-                finally:
-                    os._exit(0)
-            os.waitpid(helper, 0)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-    for _ in range(10_000):
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass
-        except ChildProcessError:
-            return
-        for pid in _children():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.001)
 
 
 def supervise(cfg):
@@ -329,7 +133,7 @@ def supervise(cfg):
     if cfg.get("level") == "bwrap":
         network, filesystem = "netns", "bwrap-minimal-root"
     else:
-        network, filesystem = isolate(cfg["work_dir"], cfg.get("hide", ()), cfg.get("expose", ()))
+        network, filesystem = _PARTS["mounts"]["isolate"](cfg["work_dir"], cfg.get("hide", ()), cfg.get("expose", ()))
     _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     read_end, write_end = os.pipe()
@@ -338,14 +142,14 @@ def supervise(cfg):
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        child(cfg, write_end, fds, nonce, _HARNESS[0])
+        child(cfg, write_end, fds, nonce, _PARTS["harness"])
         os._exit(0)  # not reached
     os.close(write_end)
     for fd in fds:
         os.close(fd)
-    status, usage, timed_out = _wait(pid, limits["wall_s"])
+    status, usage, timed_out = _PARTS["procs"]["_wait"](pid, limits["wall_s"])
     wall = time.monotonic() - start
-    sweep(cfg["uid"], pid)
+    _PARTS["procs"]["sweep"](cfg["uid"], pid)
     verdict, detail = read_verdict(read_end, nonce)
     os.close(read_end)
     if cfg.get("level") == "bwrap":
@@ -368,6 +172,7 @@ def supervise(cfg):
         "isolation": level,
         "audit_hook": cfg.get("audit_hook", True),
     }
+
 
 
 def read_verdict(fd, nonce, limit=1 << 20):
@@ -398,23 +203,9 @@ def read_verdict(fd, nonce, limit=1 << 20):
     return verdict if verdict is not None else (None, "")
 
 
-PR_SET_DUMPABLE = 4
-_HARNESS = []
-
-
 def _exit_builtin(code=None):
     """exit() / quit() as `site` defines them: raise SystemExit."""
     raise SystemExit(code)
-
-
-def load_harness():
-    """`run` of `_sandbox_harness.py`, executed into a private namespace (not a module of
-    sys.modules, so a program cannot reach it) while the interpreter is still pristine."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_harness.py")
-    namespace = {"__name__": "_sandbox_harness", "__file__": path}
-    with open(path, encoding="utf-8") as f:
-        exec(compile(f.read(), path, "exec"), namespace)
-    return namespace["make_harness"]()
 
 
 def _read_line(fd, buffer):
@@ -442,7 +233,9 @@ def serve(uid):
 
     if not hasattr(builtins, "exit"):  # python -S: the `site` module did not add them
         builtins.exit = builtins.quit = _exit_builtin
-    _HARNESS.append(load_harness())
+    for name in ("mounts", "audit", "procs"):
+        _PARTS[name] = load(f"_sandbox_{name}.py")
+    _PARTS["harness"] = load("_sandbox_harness.py")["make_harness"]()  # `run` of the harness
     buffer = b""
     while True:
         line, buffer = _read_line(0, buffer)
@@ -469,7 +262,7 @@ def serve(uid):
         os.close(read_end)
         os.waitpid(pid, 0)
         if not out.strip():  # the supervisor died: clean up after it here
-            sweep(uid, pid)
+            _PARTS["procs"]["sweep"](uid, pid)
             out = json.dumps({"status": None, "detail": "the supervisor died"}).encode() + b"\n"
         else:
             try:
@@ -482,3 +275,4 @@ def serve(uid):
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]))
+

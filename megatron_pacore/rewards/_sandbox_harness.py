@@ -22,7 +22,7 @@ verdict cannot be forged or skipped by the solution. Standard library only.
 - Forged verdicts (`{"status": "ok"}` written to every inherited fd, then `os._exit(0)`): a
   verdict line carries a per-run nonce that only the harness holds; the supervisor ignores
   lines without it and treats any other writing to the channel as a violation. The nonce
-  lives in closures the solution cannot reach because the audit hook (in `_sandbox_boot.py`)
+  lives in closures the solution cannot reach because the audit hook (`_sandbox_audit.py`)
   refuses frame access, gc object walks, ctypes and tracing, and `sys._getframe` is removed.
 """
 import ast

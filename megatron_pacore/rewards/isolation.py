@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Optional
 
 _BOOT = str(Path(__file__).with_name("_sandbox_boot.py"))
-_HARNESS = str(Path(__file__).with_name("_sandbox_harness.py"))
+# The sandbox server and the parts it loads from beside itself, bound into /pacore under bwrap.
+_SERVER_FILES = ("_sandbox_boot.py", "_sandbox_mounts.py", "_sandbox_audit.py", "_sandbox_procs.py",
+                 "_sandbox_harness.py")
 ISOLATION_LEVELS = ("bwrap", "unshare", "audit-hook")
 # The only variables a program sees (plus HOME and TMPDIR, its work directory).
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8",
@@ -82,7 +84,7 @@ def bwrap_command(run_root: str, uid: int) -> list[str]:
         args += ["--unshare-user"]
     args += _runtime_binds()
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-             "--ro-bind", _BOOT, "/pacore/_sandbox_boot.py", "--ro-bind", _HARNESS, "/pacore/_sandbox_harness.py",
+             *(a for name in _SERVER_FILES for a in ("--ro-bind", str(Path(_BOOT).with_name(name)), f"/pacore/{name}")),
              "--bind", run_root, run_root, "--remount-ro", "/tmp", "--remount-ro", "/", "--chdir", "/", "--clearenv"]
     for key, value in _ENV.items():
         args += ["--setenv", key, value]

@@ -28,6 +28,11 @@ otherwise) and compared with `math_verify.verify`, which accepts equivalent form
 (`\\dfrac{1}{576}` and `1/576`, `\\frac12` and `0.5`, roots in either order) and rejects near
 misses (a sign, a root, a factor).
 
+Plain numbers on both sides (integers, decimals, fractions: `math_exact.py`) are compared
+exactly without parsing, with math-verify's verdicts; every other pair goes to math-verify,
+whose slowest steps `math_speedups.py` makes cheap without changing a result. Each worker
+parses a reference once (an LRU cache): a PPO iteration grades many samples per problem.
+
 math-verify's own timeouts use `signal.alarm`, which works only in the main thread, so they are
 turned off here and every item runs in a `TimeoutPool` that enforces our own deadline: a
 pathological input scores 0.0 with reason `timeout` and the caller never hangs.
@@ -44,6 +49,8 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from megatron_pacore.pacore.compaction import THINK_END
+from megatron_pacore.rewards import math_speedups
+from megatron_pacore.rewards.math_exact import compare_exact, exact_value
 from megatron_pacore.rewards.pool import TimeoutPool
 
 _BOX_OPENERS = ("\\boxed", "\\fbox")
@@ -52,8 +59,6 @@ _BOX_JOINER = re.compile(r"^[\s,;$.]*(?:and|or|\\text\{\s*(?:and|or)\s*\})?[\s,;
 _PHRASE = re.compile(r"(?:final answer(?: is)?|answer\s*(?:is|:)|####)\s*:?\s*(.+)", re.IGNORECASE)
 # Caps that keep a hostile response from costing more than parsing should.
 _MAX_ANSWER_CHARS = 2_000
-# A plain integer, as AIME answers are: compared by value without math-verify.
-_INTEGER = re.compile(r"^\s*\$?\s*[-+]?\d{1,100}\s*\$?\s*$")
 _FALLBACK_TAIL_CHARS = 400
 
 
@@ -184,6 +189,8 @@ def _init_worker() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     import math_verify  # noqa: F401  (before the worker says ready: not on an item's clock)
 
+    math_speedups.install()
+
 
 @functools.lru_cache(maxsize=4096)
 def _parse_reference(reference: str) -> Any:
@@ -213,9 +220,10 @@ def grade_one(response: str, reference: str, strict: bool = False,
     compacted message."""
     from math_verify import parse, verify
 
-    integer_reference = _INTEGER.match(reference)
-    gold = None if integer_reference else _parse_reference(reference)
-    if not integer_reference and not gold:
+    math_speedups.install()
+    plain_reference = exact_value(reference) is not None
+    gold = None if plain_reference else _parse_reference(reference)
+    if not plain_reference and not gold:
         return MathVerdict(0.0, f"error: reference {reference!r} does not parse")
     if strict:
         if finish_reason == "length":
@@ -225,10 +233,11 @@ def grade_one(response: str, reference: str, strict: bool = False,
             return MathVerdict(0.0, "unfinished_thinking")
         response = response[cut + len(THINK_END):]
     answer, method = extract_answer(response, strict)
-    if integer_reference and answer is not None and _INTEGER.match(answer):
-        # Integers (every AIME answer) are equal exactly when their values are: no parse.
-        ok = int(answer.strip().strip("$")) == int(reference.strip().strip("$"))
-        return MathVerdict(1.0 if ok else 0.0, "correct" if ok else "wrong", answer, method)
+    if plain_reference and answer is not None:
+        # Plain numbers (every AIME answer) compared exactly, without parsing (math_exact.py).
+        ok = compare_exact(answer, reference)
+        if ok is not None:
+            return MathVerdict(1.0 if ok else 0.0, "correct" if ok else "wrong", answer, method)
     if gold is None:
         gold = _parse_reference(reference)
     if answer is not None:

@@ -14,9 +14,12 @@ from megatron_pacore.config import InferConfig
 from megatron_pacore.config_cli import config_from_args
 from megatron_pacore.eval.config import EvalConfig
 args = build_parser().parse_args(sys.argv[1:])
-config_from_args(InferConfig if args.command == "infer" else EvalConfig, args)
+cfg = config_from_args(InferConfig if args.command == "infer" else EvalConfig, args)
 if args.command == "infer":
-    import megatron_pacore.infer, megatron_pacore.inference.factory
+    import megatron_pacore.infer
+    from megatron_pacore.inference.factory import is_url, make_generator
+    if is_url(cfg.generation.model):  # the client an http(s) --model gets, made as the job makes it
+        make_generator(**cfg.generation.engine_kwargs())
 print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """
 

@@ -285,6 +285,63 @@ async def test_error_event_in_the_stream_raises_naming_the_url():
         await gen.close()
 
 
+async def test_sse_framing_comments_multiline_data_and_a_last_event_without_blank_line():
+    """SSE as servers send it: comment lines (keep-alives), `data:` with or without the space,
+    one event's data split over two lines, and a final event the server did not terminate."""
+    async def script(body, request):
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        await out.write(b": keep-alive\n\n")
+        await out.write(b'data:{"choices": [{"index": 0, "delta": {"content": "a"},\n')
+        await out.write(b'data: "finish_reason": null}]}\n\n')
+        await out.write(b'event: message\ndata: {"choices": [{"index": 0, "delta": {"content": "b"}, '
+                        b'"finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}')
+        await out.write_eof()
+        return out
+
+    async with scripted_server(script) as (url, _):
+        gen = OpenAIGenerator(url, stream=True)
+        (out,) = await gen.generate(req())
+        await gen.close()
+    assert (out.text, out.finish_reason, out.completion_tokens, out.prompt_tokens) == ("ab", "stop", 2, 3)
+
+
+async def test_api_key_is_sent_as_bearer_token():
+    seen = []
+
+    async def script(body, request):
+        seen.append(request.headers.get("Authorization"))
+        return response([choice(0, "ok")], usage(2, 1))
+
+    async with scripted_server(script) as (url, _):
+        gen = OpenAIGenerator(url, model=MODEL, api_key="sk-test")
+        await gen.generate(req())
+        await gen.close()
+    assert seen == ["Bearer sk-test"]
+
+
+async def test_answer_that_is_not_json_raises_naming_the_url():
+    async def script(body, request):
+        return web.Response(text="<html>gateway</html>", content_type="text/html")
+
+    async with scripted_server(script) as (url, _):
+        gen = OpenAIGenerator(url, model=MODEL)
+        with pytest.raises(GenerationError, match=r"/v1/chat/completions: .*not JSON.*gateway"):
+            await gen.generate(req())
+        await gen.close()
+
+
+async def test_error_in_the_old_vllm_shape_keeps_the_servers_message():
+    async def script(body, request):
+        return web.json_response({"object": "error", "message": "context length exceeded", "code": 400}, status=400)
+
+    async with scripted_server(script) as (url, _):
+        gen = OpenAIGenerator(url, model=MODEL)
+        with pytest.raises(GenerationError, match="HTTP 400: context length exceeded"):
+            await gen.generate(req())
+        await gen.close()
+
+
 # -- adapting to the server ---------------------------------------------------------------
 
 async def test_refused_n_fans_out_once_and_is_remembered():
