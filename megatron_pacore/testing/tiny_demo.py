@@ -212,8 +212,8 @@ def prepare_tiny_demo(cfg: TinyDemoConfig = TinyDemoConfig(), progress: Callable
     if not manifest.fresh("policy", d_policy, paths.policy / "config.json"):
         progress(f"warm start ({cfg.warm.steps} steps) -> {paths.policy}")
         summary = warm_start(paths.base_model, paths.policy, cfg.task, cfg.warm)
-        manifest.record("policy", d_policy, {k: summary[k] for k in ("steps", "expected_accuracy", "seconds", "cpu_seconds",
-                                                           "loss_first", "loss_last")})
+        manifest.record("policy", d_policy, {k: summary[k] for k in ("steps", "steps_plain_phase", "expected_accuracy",
+                                                           "copy", "seconds", "cpu_seconds", "loss_first", "loss_last")})
 
     d_pool = _digest({"policy": d_policy, "problems": d_problems, "n": cfg.num_messages,
                       "max_tokens": cfg.max_tokens, "seed": cfg.pool_seed, "vllm": cfg.vllm_args})

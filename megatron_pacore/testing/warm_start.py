@@ -5,22 +5,40 @@ reward to climb; always right leaves nothing to learn. A random tiny model is ne
 it is fine-tuned briefly (plain PyTorch + transformers on CPU, a few hundred steps) on targets
 in the format the strict training reward pays,
 
-    <think>7 + 5 = 12</think>
+    <think>7 + 5</think>
     \\boxed{12}
 
 (the strict grader reads only the last \\boxed{} after `</think>`), rendered with the
-tokenizer's chat template exactly as vLLM renders the prompt. Two kinds of examples:
+tokenizer's chat template exactly as vLLM renders the prompt. Two kinds of examples, with
+the SAME response form, so the answer comes at the same place (after `\\boxed{`) whether the
+model computes it or copies it:
 
 - plain problems, whose target answer is right (or, with `p_correct` < 1, right only with
-  that probability and otherwise an arithmetic slip of 1..3). The SFT is SHORT: it stops
-  once the expected accuracy on the train problems reaches `target_accuracy` (0.35), with
-  the sums half learnt, so the policy samples the right answer only part of the time
-  (measured on this machine at temperature 1.0 on train problems: 0.34 after 70 steps from
-  `testing.tiny`'s model, 0.31 after 90 from the earlier one with unit norm scales; 100 more
-  steps and most sums are learnt; the random model scores 0);
-- synthesis prompts (`render_synthesis_prompt` over a few such messages), whose target copies
-  the answer of one reference chosen at random: the policy copies a right message as often as
-  the references are right, and PPO can teach it to prefer the right (or most common) one.
+  that probability and otherwise an arithmetic slip of 1..3);
+- synthesis prompts (`render_synthesis_prompt` over 2..6 reference messages, each right with
+  a per-problem probability), whose target boxes the answer of ONE reference chosen
+  uniformly. The answer token after `\\boxed{` is then the token after `\\boxed{` in a
+  reference, the copy a 2-layer model learns fastest (an induction head). A policy that had
+  learnt this copy perfectly would answer with the references' answer frequencies, right as
+  often as its references; what PPO is left to teach is the synthesis itself: more mass on
+  the right answer than its share among the references (the plurality, weighed against the
+  policy's own half-learnt sums), and, where the copy is still weak, using the references
+  rather than ignoring them.
+  (An earlier target, `<think>Reference 2 says 12</think>`, asked for an index and then a
+  number in another token form, ` 12` vs `12`: the warm start never learnt that copy and the
+  demo's reward stayed at ~0.06. A think part `7 + 5 = 12` for plain problems but `7 + 5` for
+  synthesis made the two compete: the copy learnt on synthesis steps unlearnt the sums,
+  expected accuracy 0.36 -> 0.08 in 35 steps.)
+
+Two phases, each SHORT so that both skills stay half learnt:
+(1) plain and synthesis steps mixed (`synthesis_fraction`) until the expected plain accuracy
+    (`answer_probability`) reaches `target_accuracy`;
+(2) synthesis and plain steps mixed (`copy_plain_fraction` plain) until `copy_fidelity`, the
+    probability put on the references' answers, reaches `copy_target`, or `synthesis_steps`.
+Measured on this machine (the demo's defaults): phase 1 stops after 85 steps at expected
+accuracy 0.354; phase 2 runs its 150 steps, ending at expected plain accuracy 0.65 and copy
+fidelity 0.47 (expected synthesis reward 0.23 where the references are right 0.47 of the
+time): the policy mostly computes, and PPO teaches it to read its references.
 
 The result is a Hugging Face checkpoint directory that vLLM loads. Everything is seeded.
 """
@@ -36,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from megatron_pacore.pacore.prompts import render_synthesis_prompt
-from megatron_pacore.testing.toy_task import ToyTask, make_problems
+from megatron_pacore.testing.toy_task import OPERATIONS, ToyTask, make_problems
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +77,7 @@ class WarmStartConfig:
     """Share of steps on synthesis prompts rather than plain problems."""
     min_references: int = 2
     """Fewest reference messages in a synthesis example."""
-    max_references: int = 4
+    max_references: int = 6
     """Most reference messages in a synthesis example."""
     target_accuracy: Optional[float] = 0.35
     """Stop once the policy's expected accuracy on the train problems (the mean probability
@@ -67,6 +85,13 @@ class WarmStartConfig:
     run all `steps`. How many steps that takes depends on the base model (a tiny model with
     random norm scales learns the sums about twice as fast), so the target, not a step
     count, is what keeps the base policy's accuracy near 0.3."""
+    copy_target: Optional[float] = 0.9
+    """Phase B stops once `copy_fidelity` (the answer probability on the references' answers,
+    mean over synthesis prompts) reaches this; None: no phase B."""
+    synthesis_steps: int = 150
+    """Most phase-2 steps."""
+    copy_plain_fraction: float = 0.5
+    """Share of plain steps in phase 2 (the rest are synthesis steps)."""
     min_steps: int = 30
     """No early stop before this step (the synthesis examples need some steps too)."""
     check_every: int = 5
@@ -82,11 +107,15 @@ class WarmStartConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("p_correct", "synthesis_fraction"):
+        for name in ("p_correct", "synthesis_fraction", "copy_plain_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy < 1:
             raise ValueError(f"target_accuracy must be in (0, 1) or None, got {self.target_accuracy}")
+        if self.copy_target is not None and not 0 < self.copy_target < 1:
+            raise ValueError(f"copy_target must be in (0, 1) or None, got {self.copy_target}")
+        if self.synthesis_steps < 0:
+            raise ValueError(f"synthesis_steps must be >= 0, got {self.synthesis_steps}")
         if self.check_every < 1 or self.min_steps < 0:
             raise ValueError(f"need check_every >= 1 and min_steps >= 0, got {self.check_every}, {self.min_steps}")
         if not 1 <= self.min_references <= self.max_references:
@@ -100,15 +129,24 @@ def target_message(answer: int) -> str:
     return f"\n\\boxed{{{answer}}}"
 
 
+RESPONSE_PREFIX = "<think>{a} {op} {b}</think>\n\\boxed{{"
+"""Every toy response up to its answer: the problem restated as the thinking, then the box."""
+
+
+def response_prefix(task: ToyTask, a: int, b: int) -> str:
+    return RESPONSE_PREFIX.format(a=a, op=OPERATIONS[task.operation], b=b)
+
+
 def plain_target(task: ToyTask, a: int, b: int, answer: int) -> str:
-    """A whole response: short thinking that states the result, then the boxed answer."""
-    op = "+" if task.operation == "add" else "*"
-    return f"<think>{a} {op} {b} = {answer}</think>{target_message(answer)}"
+    """A whole response to a plain problem: the problem restated, then the boxed answer."""
+    return response_prefix(task, a, b) + f"{answer}}}"
 
 
-def synthesis_target(reference: int, answer: int) -> str:
-    """A response to a synthesis prompt that adopts reference `reference` (1-based)."""
-    return f"<think>Reference {reference} says {answer}</think>{target_message(answer)}"
+def synthesis_target(task: ToyTask, a: int, b: int, answer: int) -> str:
+    """A response to a synthesis prompt adopting the answer `answer` of one reference: the
+    same form as a plain response, so the answer is produced at the same place (after
+    `\\boxed{`) by the same model whether it computes the sum or copies it."""
+    return plain_target(task, a, b, answer)
 
 
 def slip(rng: random.Random, answer: int) -> int:
@@ -117,6 +155,17 @@ def slip(rng: random.Random, answer: int) -> int:
         wrong = answer + rng.choice((-3, -2, -1, 1, 2, 3))
         if wrong >= 0:
             return wrong
+
+
+def synthesis_case(rng: random.Random, cfg: WarmStartConfig, problem: str,
+                   right: int) -> tuple[list[dict[str, str]], list[int]]:
+    """A synthesis chat over cfg.min_references..max_references reference messages, each right
+    with a per-problem probability drawn uniformly (else a slip); returns (chat, their answers)."""
+    k = rng.randint(cfg.min_references, cfg.max_references)
+    share = rng.random()
+    answers = [right if rng.random() < share else slip(rng, right) for _ in range(k)]
+    chat = [{"role": "user", "content": render_synthesis_prompt(problem, [target_message(x) for x in answers])}]
+    return chat, answers
 
 
 def make_examples(task: ToyTask, cfg: WarmStartConfig, kind: str, count: int) -> list[tuple[list[dict[str, str]], str]]:
@@ -130,13 +179,8 @@ def make_examples(task: ToyTask, cfg: WarmStartConfig, kind: str, count: int) ->
         a, b = row["operands"]
         right = task.answer(a, b)
         if kind == "synthesis":
-            k = rng.randint(cfg.min_references, cfg.max_references)
-            share = rng.random()  # how often this problem's references are right
-            answers = [right if rng.random() < share else slip(rng, right) for _ in range(k)]
-            refs = [target_message(x) for x in answers]
-            chosen = rng.randrange(k)
-            chat = [{"role": "user", "content": render_synthesis_prompt(row["problem"], refs)}]
-            examples.append((chat, synthesis_target(chosen + 1, answers[chosen])))
+            chat, answers = synthesis_case(rng, cfg, row["problem"], right)
+            examples.append((chat, synthesis_target(task, a, b, answers[rng.randrange(len(answers))])))
         elif kind == "plain":
             answer = right if rng.random() < cfg.p_correct else slip(rng, right)
             examples.append(([{"role": "user", "content": row["problem"]}], plain_target(task, a, b, answer)))
@@ -186,20 +230,18 @@ def _batch(encoded: list[tuple[list[int], int]], pad_id: int):
 
 
 def answer_probability(model: Any, tokenizer: Any, task: ToyTask) -> float:
-    """Mean over the train problems of P(right answer | prompt, "<think>a op b ="): the
-    expected accuracy of a temperature-1.0 sample (the box copies the stated result), from
-    one forward pass, without sampling."""
+    """Mean over the train problems of P(right answer and "}" | prompt, response prefix): the
+    expected strict reward of a temperature-1.0 sample, from one forward pass, without
+    sampling."""
     import torch
 
     rows, spans = [], []
     for a, b in task.split_orderings()[0]:
         chat = [{"role": "user", "content": task.problem_text(a, b)}]
         full, n_prompt = encode_example(tokenizer, chat, plain_target(task, a, b, task.answer(a, b)))
-        stated = plain_target(task, a, b, task.answer(a, b)).split("</think>")[0]
-        prefix = tokenizer.encode(stated.rsplit(" ", 1)[0], add_special_tokens=False)
-        answer_end = n_prompt + len(tokenizer.encode(stated, add_special_tokens=False))
+        n_prefix = len(tokenizer.encode(response_prefix(task, a, b), add_special_tokens=False))
         rows.append((full, n_prompt))
-        spans.append((n_prompt + len(prefix), answer_end))
+        spans.append((n_prompt + n_prefix, len(full) - 1))  # the answer and "}", not EOS
     input_ids, mask, _ = _batch(rows, tokenizer.pad_token_id)
     was_training = model.training
     model.eval()
@@ -211,6 +253,57 @@ def answer_probability(model: Any, tokenizer: Any, task: ToyTask) -> float:
         targets = input_ids[row, lo:hi]
         total += float(logprobs[row, lo - 1: hi - 1].gather(-1, targets[:, None]).sum().exp())
     return total / len(spans)
+
+
+def copy_fidelity(model: Any, tokenizer: Any, task: ToyTask, cfg: WarmStartConfig,
+                  count: int = 64) -> dict[str, float]:
+    """How the policy answers synthesis prompts, from one forward pass over `count` seeded
+    synthesis cases (train problems; the same cases at every call): the answer-token
+    distribution after `<think>a + b</think>\\n\\boxed{`, summed
+    - over the distinct answers its references give (`fidelity`: 1 = it always adopts one);
+    - over the right answer (`expected_reward`: its expected strict reward, since the box
+      closes right after the answer);
+    beside `reference_accuracy`, the mean share of right references (what adopting a
+    uniformly chosen reference scores).
+    """
+    import torch
+
+    rng = random.Random(f"warm-start/probe/{cfg.seed}")
+    rows = make_problems(task, "train", len(task.split_orderings()[0]))
+    encoded, cases = [], []
+    for _ in range(count):
+        row = rows[rng.randrange(len(rows))]
+        a, b = row["operands"]
+        right = task.answer(a, b)
+        chat, answers = synthesis_case(rng, cfg, row["problem"], right)
+        prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        prefix = response_prefix(task, a, b)
+        ids = tokenizer.encode(prompt, add_special_tokens=False) + tokenizer.encode(prefix, add_special_tokens=False)
+        encoded.append((ids, len(ids)))
+        cases.append((answers, right))
+    # One row per (case, distinct answer): the probability of the answer's tokens and the
+    # closing brace (the brace keeps "1" from counting as a prefix of "12").
+    seqs, spans, owners = [], [], []
+    for case, ((ids, n), (answers, right)) in enumerate(zip(encoded, cases)):
+        for x in sorted(set(answers) | {right}):
+            tail = tokenizer.encode(f"{x}}}", add_special_tokens=False)
+            seqs.append((ids + tail, n))
+            spans.append((n, n + len(tail)))
+            owners.append((case, x))
+    input_ids, mask, _ = _batch(seqs, tokenizer.pad_token_id)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
+    model.train(was_training)
+    fidelity = expected = ref_acc = 0.0
+    for row, ((lo, hi), (case, x)) in enumerate(zip(spans, owners)):
+        p = float(logprobs[row, lo - 1: hi - 1].gather(-1, input_ids[row, lo:hi, None]).sum().exp())
+        answers, right = cases[case]
+        fidelity += p if x in answers else 0.0
+        expected += p if x == right else 0.0
+    ref_acc = sum(sum(x == right for x in answers) / len(answers) for answers, right in cases)
+    return {"fidelity": fidelity / count, "expected_reward": expected / count, "reference_accuracy": ref_acc / count}
 
 
 def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfig = WarmStartConfig(),
@@ -232,8 +325,9 @@ def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfi
     rng = random.Random(f"warm-start/steps/{cfg.seed}")
     kinds = ["synthesis" if rng.random() < cfg.synthesis_fraction else "plain" for _ in range(cfg.steps)]
     batches: dict[str, list] = {}
+    phase_b = cfg.synthesis_steps if cfg.copy_target is not None else 0
     for kind in ("plain", "synthesis"):
-        n_steps = kinds.count(kind)
+        n_steps = kinds.count(kind) + phase_b
         if not n_steps:
             continue
         probe = encode_example(tokenizer, *make_examples(task, cfg, kind, 1)[0])[0]
@@ -250,15 +344,16 @@ def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfi
         frac = (step - warmup) / max(1, cfg.steps - warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    losses = []
+    losses: list[float] = []
     tokens = 0
-    expected = None
-    for step, kind in enumerate(kinds):
+
+    def train_step(kind: str, lr: float) -> None:
+        nonlocal tokens
         chunk = batches[kind][cursor[kind] % len(batches[kind])]
         cursor[kind] += 1
         input_ids, mask, labels = _batch(chunk, tokenizer.pad_token_id)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -267,7 +362,12 @@ def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfi
         losses.append(loss.item())
         tokens += int(mask.sum())
         if on_step is not None:
-            on_step(step + 1, model, tokenizer)
+            on_step(len(losses), model, tokenizer)
+
+    # Phase 1: plain and synthesis steps mixed until the plain accuracy target.
+    expected = None
+    for step, kind in enumerate(kinds):
+        train_step(kind, lr_at(step))
         if step % 25 == 0 or step == cfg.steps - 1:
             log.info("warm start step %d/%d loss %.3f", step + 1, cfg.steps, losses[-1])
         if cfg.target_accuracy is not None and step + 1 >= cfg.min_steps and (step + 1) % cfg.check_every == 0:
@@ -276,6 +376,23 @@ def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfi
                 log.info("warm start: expected accuracy %.3f >= %.3f after %d steps", expected,
                          cfg.target_accuracy, step + 1)
                 break
+    steps_plain = len(losses)
+    # Phase 2: until the copy target, synthesis steps with plain ones mixed in
+    # (copy_plain_fraction): synthesis-only steps unlearn the sums (measured: expected
+    # accuracy 0.36 -> 0.08 over 35 steps).
+    copy = None
+    lr_copy = lr_at(steps_plain - 1)
+    for step in range(phase_b):
+        if step % cfg.check_every == 0:
+            copy = copy_fidelity(model, tokenizer, task, cfg)
+            log.info("warm start copy phase step %d: %s", step, {k: round(v, 3) for k, v in copy.items()})
+            if copy["fidelity"] >= cfg.copy_target:
+                break
+        train_step("plain" if rng.random() < cfg.copy_plain_fraction else "synthesis", lr_copy)
+    if phase_b:
+        copy = copy_fidelity(model, tokenizer, task, cfg)
+        expected = answer_probability(model, tokenizer, task)
+        log.info("warm start: expected accuracy %.3f, copy %s", expected, {k: round(v, 3) for k, v in copy.items()})
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -285,7 +402,8 @@ def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfi
     if (Path(base) / "generation_config.json").is_file():
         shutil.copy(Path(base) / "generation_config.json", tmp / "generation_config.json")
     summary = {
-        "base": str(base), "steps": len(losses), "expected_accuracy": expected, "seconds": round(time.perf_counter() - start, 1),
+        "base": str(base), "steps": len(losses), "steps_plain_phase": steps_plain, "expected_accuracy": expected,
+        "copy": copy, "seconds": round(time.perf_counter() - start, 1),
         "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "tokens": tokens,
         "loss_first": round(sum(losses[:10]) / len(losses[:10]), 4),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers.scripted import ScriptedGenerator
 from megatron_pacore.data.train_records import read_train_records
 from megatron_pacore.testing.tiny_demo import TinyDemoConfig, prepare_tiny_demo
@@ -20,7 +22,7 @@ def script(request, i, call):
 
 def test_prepare_makes_everything_once_and_redoes_only_what_changed(tmp_path):
     cfg = TinyDemoConfig(cache_dir=str(tmp_path), num_train=10, num_heldout=4, num_messages=3,
-                         warm=WarmStartConfig(steps=2, batch_tokens=256))
+                         warm=WarmStartConfig(steps=2, batch_tokens=256, copy_target=None))
     gen = ScriptedGenerator(script)
     paths = prepare_tiny_demo(cfg, generator=gen)
     assert (paths.base_model / "config.json").is_file() and (paths.policy / "model.safetensors").is_file()
@@ -52,8 +54,66 @@ def test_warm_start_stops_at_the_target_expected_accuracy(tiny_model, tmp_path):
     from megatron_pacore.testing.toy_task import ToyTask
     from megatron_pacore.testing.warm_start import warm_start
 
-    cfg = WarmStartConfig(steps=40, batch_tokens=256, min_steps=5, check_every=5, target_accuracy=1e-4)
+    cfg = WarmStartConfig(steps=40, batch_tokens=256, min_steps=5, check_every=5, target_accuracy=1e-4,
+                          copy_target=1e-3, synthesis_steps=20)
     summary = warm_start(tiny_model, tmp_path / "policy", ToyTask(), cfg)
-    # A random model already gives the right answers ~1e-3 of its probability: the first check stops it.
-    assert summary["steps"] == 5 and 1e-4 <= summary["expected_accuracy"] < 0.05
+    # A random model already gives the right answers ~1e-3 of its probability: the first check
+    # stops phase 1; it puts more than 1e-3 on its references' answers too (a few answers out of
+    # a ~200-token vocabulary, then "}"), so phase 2 stops at its first check, before any step.
+    assert summary["steps"] == summary["steps_plain_phase"] == 5 and 1e-4 <= summary["expected_accuracy"] < 0.05
+    assert 1e-3 <= summary["copy"]["fidelity"] < 0.05
     assert json.loads((tmp_path / "policy" / "warm_start.json").read_text())["steps"] == 5
+
+
+class _Uniform:
+    """A "model" whose next-token distribution is uniform over `vocab` tokens everywhere."""
+
+    training = False
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def __call__(self, input_ids, attention_mask):
+        import torch
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+def test_copy_fidelity_sums_the_answer_probabilities_it_claims(tiny_model):
+    """Under a uniform model every answer string of n tokens (the digits and "}") has
+    probability V^-n, so fidelity = sum over the distinct reference answers of V^-n(x) and
+    expected_reward = V^-n(right); reference_accuracy is the cases' mean right share."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from megatron_pacore.testing.toy_task import ToyTask
+    from megatron_pacore.testing.warm_start import copy_fidelity, make_problems, synthesis_case
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    vocab = len(tok)
+    task, cfg = ToyTask(), WarmStartConfig()
+    got = copy_fidelity(_Uniform(vocab), tok, task, cfg, count=16)
+    # The same seeded cases, drawn again here.
+    rng = random.Random(f"warm-start/probe/{cfg.seed}")
+    rows = make_problems(task, "train", len(task.split_orderings()[0]))
+    fid = exp = acc = 0.0
+    for _ in range(16):
+        row = rows[rng.randrange(len(rows))]
+        right = task.answer(*row["operands"])
+        _, answers = synthesis_case(rng, cfg, row["problem"], right)
+        p = lambda x: vocab ** -len(tok.encode(f"{x}}}", add_special_tokens=False))  # noqa: E731
+        fid += sum(p(x) for x in set(answers))
+        exp += p(right)
+        acc += answers.count(right) / len(answers)
+    assert got["fidelity"] == pytest.approx(fid / 16, rel=1e-4)
+    assert got["expected_reward"] == pytest.approx(exp / 16, rel=1e-4)
+    assert got["reference_accuracy"] == pytest.approx(acc / 16)
+    assert 0 < got["reference_accuracy"] < 1

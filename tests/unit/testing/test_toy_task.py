@@ -90,13 +90,20 @@ def test_warm_start_examples_only_use_train_pairs_and_are_noisy_as_configured():
         assert (a, b) not in held
         right += target.endswith(f"\\boxed{{{a + b}}}")
     assert 0.35 < right / len(plain) < 0.45
-    synth = make_examples(task, cfg, "synthesis", 200)
+    synth = make_examples(task, cfg, "synthesis", 400)
+    adopted_share = []
     for chat, target in synth:
-        n_refs = len(re.findall(r"\nReference \d+:\n", chat[0]["content"]))
-        assert cfg.min_references <= n_refs <= cfg.max_references
-        ref = int(target.split("Reference ")[1].split()[0])
+        refs = re.findall(r"\nReference \d+:\n\n\\boxed\{(\d+)\}\n", chat[0]["content"])
+        assert cfg.min_references <= len(refs) <= cfg.max_references
+        a, b = (int(x) for x in target.split("<think>")[1].split("</think>")[0].split(" + "))
+        assert target == f"<think>{a} + {b}</think>\n\\boxed{{{target.rsplit('{', 1)[1][:-1]}}}"
         answer = target.rsplit("{", 1)[1].rstrip("}")
-        assert f"Reference {ref}:\n\n\\boxed{{{answer}}}\n" in chat[0]["content"]  # it copies that reference
+        assert answer in refs  # it adopts one reference's answer...
+        adopted_share.append(refs.count(answer) / len(refs))
+    # ...chosen uniformly: an answer given by a share s of the references is adopted with
+    # probability s, so the mean share of the adopted answer exceeds the mean share of a
+    # uniformly chosen distinct answer and stays below 1.
+    assert 0.5 < sum(adopted_share) / len(adopted_share) < 0.95
 
 
 def test_token_batches_respect_the_budget():
