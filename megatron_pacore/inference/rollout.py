@@ -49,6 +49,13 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def _tp_ranks(worker) -> list[int]:
+    """Global ranks of this worker's vLLM tensor-parallel group, in TP-rank order."""
+    from vllm.distributed import get_tp_group
+
+    return list(get_tp_group().ranks)
+
+
 class _RepackClock:
     """Seconds spent in the model's post-load processing (kernel layouts, CPU prepack).
 
@@ -211,6 +218,7 @@ class ColocatedVLLM:
         self.dtype = self.llm.llm_engine.model_config.dtype
         self._awake: set[str] = {"weights", "kv_cache"}
         self._repack = self.llm.collective_rpc(lambda worker: _RepackClock(worker.model_runner.get_model()))[0]
+        self._engine_tp_ranks = self.llm.collective_rpc(_tp_ranks)[0]
 
     # -- generation ----------------------------------------------------------------------
 
@@ -300,18 +308,64 @@ class ColocatedVLLM:
 
     # -- weight sync ---------------------------------------------------------------------
 
-    def sync_weights(self, buckets: Iterable[Bucket]) -> SyncStats:
-        """Load the actor's weights, bucket by bucket, into this rank's engine slice.
+    def _rank_path_blockers(self, export) -> list[str]:
+        """Why `export` cannot take the per-rank path here (empty: it can)."""
+        engine = self.llm.llm_engine
+        why = []
+        if export.pp != 1:
+            why.append(f"the actor has pp={export.pp}")
+        if export.tp != self.config.tensor_parallel_size:
+            why.append(f"actor tp={export.tp} != rollout.tensor_parallel_size={self.config.tensor_parallel_size}")
+        elif list(export.tp_ranks) != list(self._engine_tp_ranks):
+            why.append(f"the actor's TP group {list(export.tp_ranks)} is not the engine's {self._engine_tp_ranks}")
+        if engine.vllm_config.parallel_config.pipeline_parallel_size != 1:
+            why.append("the engine has pipeline_parallel_size > 1")
+        if engine.model_config.quantization is not None:
+            why.append(f"the engine is quantized ({engine.model_config.quantization})")
+        return why
 
-        `buckets` yields lists of (Hugging Face name, full tensor), e.g.
-        `checkpoint.export.export_buckets(actor, actor_info, groups, bucket_bytes=...)`; every rank
-        iterates it (its all-gathers are collectives). Tensors must be in the engine's dtype.
+    def _use_rank_shards(self, buckets) -> bool:
+        """The per-rank path where it applies (`WeightSyncConfig.rank_shards`); the gather
+        path for a plain bucket stream. The same answer on every rank of the TP group."""
+        mode = self.sync_config.rank_shards
+        if mode is False:
+            return False
+        if not callable(getattr(buckets, "rank_shards", None)):
+            if mode:
+                raise ValueError("weight_sync.rank_shards=True needs the ActorExport that export_buckets returns, "
+                                 f"got a {type(buckets).__name__}")
+            return False
+        why = self._rank_path_blockers(buckets)
+        if mode and why:
+            raise ValueError(f"weight_sync.rank_shards=True, but the per-rank path cannot apply: {'; '.join(why)}")
+        if mode is None and self.on_cuda:
+            why.append("on CUDA only with weight_sync.rank_shards=True")
+        return not why
+
+    def sync_weights(self, buckets: Iterable[Bucket]) -> SyncStats:
+        """Load the actor's weights into this rank's engine slice.
+
+        `buckets` is `checkpoint.export.export_buckets(actor, actor_info, groups, bucket_bytes=...,
+        dtype=...)` or any stream of buckets, lists of (Hugging Face name, full tensor); every
+        rank iterates it (its all-gathers are collectives). Tensors must be in the engine's dtype.
+        Two paths, chosen alike on every rank (`WeightSyncConfig.rank_shards`):
+          per-rank   an `ActorExport` whose TP group is the engine's, PP = 1 (colocated, same
+                     TP): each rank converts its own shard and copies it into its modules
+                     (`inference.shard_load`), no gather;
+          gather     otherwise (a plain stream, another TP, PP > 1): full tensors bucket by
+                     bucket through vLLM's layer-wise reload, which slices them per rank.
+        Both end with the same post-load processing (CPU GEMM prepack, the tied lm_head) and
+        the prefix-cache reset.
 
         Raises:
-            ValueError: an empty stream, or tensors not in the engine's dtype (checked on the
-                first bucket before the engine's weights are touched).
+            ValueError: an empty stream, or tensors not in the engine's dtype (checked before
+                the engine's weights are touched); rank_shards=True where it cannot apply.
         """
         self.wake(["weights"])
+        if self._use_rank_shards(buckets):
+            from megatron_pacore.inference.shard_load import sync_rank_shards
+
+            return sync_rank_shards(self.llm, buckets, self.dtype, self._repack)
         clock = self._repack
         counts = {"buckets": 0, "tensors": 0, "bytes": 0, "wait": 0.0}
         engine_dtype = self.dtype
