@@ -92,6 +92,27 @@ def engine_layout(model: torch.nn.Module):
     return layout
 
 
+def _one_block(shards: list[HFShard], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """The shards' row blocks as one tensor without a copy, when they are consecutive rows of
+    one contiguous tensor of `dtype` (e.g. the actor's fc1 shard [gate_r; up_r], or its
+    o_proj / down_proj shard); else None."""
+    parts = [p for s in shards for p in s.parts]
+    if not parts or any(p.dtype != dtype or not p.is_contiguous() for p in parts):
+        return None
+    first = parts[0]
+    offset = first.storage_offset() + first.numel()
+    for p in parts[1:]:
+        if p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() \
+                or p.storage_offset() != offset or p.shape[1:] != first.shape[1:]:
+            return None
+        offset += p.numel()
+    if len(parts) == 1:
+        return first
+    rows = sum(p.shape[0] for p in parts)
+    return first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(),
+                                   (rows, *first.shape[1:]), first.stride())
+
+
 def _stack(dest: torch.Tensor, shards: list[HFShard]) -> int:
     """Copy the shards' row blocks one after another into `dest`'s rows; returns the rows."""
     row = 0
@@ -120,6 +141,14 @@ class RankShardLoader:
         self.done: set[tuple[str, str]] = set()
         self.tensors = 0
         self.bytes = 0
+        # CPU: hand the actor's own memory to the GEMM prepack where the slices are one block,
+        # since the prepack copies it into the kernel's layout (checked after each module; a
+        # kernel that keeps the tensor gets its own copy). vLLM's Zen path may keep an
+        # unpacked reference inside its kernel, where that cannot be seen: always copy there.
+        from vllm.platforms import current_platform
+
+        self.borrow = not current_platform.is_zen_cpu()
+        self._borrowed: set[str] = set()
 
     def feed(self, hf_name: str, shard: HFShard) -> None:
         module_name, param, sid = engine_target(hf_name)
@@ -157,6 +186,11 @@ class RankShardLoader:
             module.cpu_linear = torch.nn.functional.linear
         elif qm is not None and hasattr(qm, "process_weights_after_loading"):
             qm.process_weights_after_loading(module)
+            if module_name in self._borrowed:
+                self._borrowed.discard(module_name)
+                if module.weight.numel():  # the kernel kept the actor's tensor: give it its own
+                    module.weight = torch.nn.Parameter(module.weight.detach().clone(), requires_grad=False)
+                    qm.process_weights_after_loading(module)
             if hasattr(module, "update_param_tp_status"):
                 module.update_param_tp_status()
         if self.tied and self.lm_head is not None and isinstance(module, self.embedding_cls) \
@@ -168,9 +202,14 @@ class RankShardLoader:
         rows = sum(s.rows for s in shards)
         tail = tuple(shards[0].parts[0].shape[1:]) if shards[0].parts else tuple(p.shape[1:])
         if p.numel() == 0 and param == "weight" and hasattr(module, "cpu_linear"):
-            # CPU: the prepack removed the weight; the module gets a fresh one to re-pack.
-            buf = torch.empty((rows, *tail), dtype=p.dtype, device=p.device)
-            _stack(buf, shards)
+            # CPU: the prepack removed the weight; the module gets one to re-pack: the actor's
+            # block itself where it can (see __init__), else a fresh copy.
+            buf = _one_block(shards, p.dtype) if self.borrow else None
+            if buf is not None and buf.device == p.device:
+                self._borrowed.add(module_name)
+            else:
+                buf = torch.empty((rows, *tail), dtype=p.dtype, device=p.device)
+                _stack(buf, shards)
             setattr(module, param, torch.nn.Parameter(buf, requires_grad=False))
             return
         if isinstance(module, self.embedding_cls) and param == "weight":

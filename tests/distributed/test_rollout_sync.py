@@ -66,7 +66,9 @@ def test_engine_disagrees_with_the_actor_until_synced(synced):
     for key in ("unsynced_check", "stale_check"):
         c = synced[key]
         assert not c["ok"] and "differs from the actor's: max |diff|" in c["error"], c
-    # The re-sync moved the engine's outputs.
+    # The update alone did not reach the engine (no weight shares the actor's memory) ...
+    assert synced["engine_after_update"] == 0.0, synced
+    # ... and the re-sync moved the engine's outputs.
     assert synced["moved"] > 1e-3, synced
 
 

@@ -149,6 +149,9 @@ def main() -> None:
     res["fixed_after_refusal"] = max_diff(engine.prompt_logprobs(fixed), megatron_logprobs(actor, groups, fixed, vocab, 1.0))
 
     perturb(actor, seed=2)
+    # The per-rank path handed the actor's own memory to the GEMM prepack: the update must
+    # not have reached the engine (its outputs are those of before, bit for bit).
+    res["engine_after_update"] = max_diff(engine.prompt_logprobs(fixed), [torch.tensor(x) for x in v1])
     res["stale_vs_actor"] = max_diff(v1, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
     res["stale_check"] = check()
     # This re-sync through the gather path, with the export thread.
