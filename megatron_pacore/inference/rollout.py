@@ -8,11 +8,17 @@ in the trainer's own process (VLLM_ENABLE_V1_MULTIPROCESSING=0), which is what m
 in-place weight sync possible: `collective_rpc(fn)` calls `fn(worker)` directly, tensors
 pass as they are, and vLLM slices the full Hugging Face tensors for its rank.
 
-Weight sync ("reload"), per DESIGN §3: vLLM's layerwise reload (the body of
-`model_runner.reload_weights`: initialise, `model.load_weights` bucket by bucket, finalise,
-which re-runs each layer's post-load processing, e.g. the CPU GEMM prepack), then the tied
-lm_head's re-processing (vLLM 0.32 on CPU keeps a stale prepacked copy otherwise), then the
-prefix-cache reset. On GPU the same path moves device tensors with no copy in between; CUDA
+Weight sync ("reload"), per DESIGN §3, one of two paths (`sync_weights`):
+- per-rank, when the actor's TP group is the engine's (same TP, the same processes) and
+  PP = 1, the colocated layout: each rank converts its own Megatron shard into its engine
+  slices and copies them into its modules (`inference.shard_load`, `checkpoint.rank_export`),
+  with no gather; on CPU by default (`WeightSyncConfig.rank_shards`);
+- gather, for every other layout: vLLM's layerwise reload (the body of
+  `model_runner.reload_weights`: initialise, `model.load_weights` bucket by bucket of full
+  tensors, finalise, which re-runs each layer's post-load processing, e.g. the CPU GEMM
+  prepack).
+Both then re-process the tied lm_head (vLLM 0.32 on CPU keeps a stale prepacked copy
+otherwise) and reset the prefix cache. On GPU the same path moves device tensors with no copy in between; CUDA
 IPC needs two processes and is the "ipc" backend of `inference.transfer`, for an engine in
 a process of its own.
 
@@ -31,8 +37,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
 from typing import Iterable, Optional, Sequence
 
@@ -40,6 +44,7 @@ import torch
 
 from megatron_pacore.inference.rollout_types import (
     Bucket, RolloutEngineConfig, RolloutSample, SyncStats, WeightCheck, WeightSyncConfig)
+from megatron_pacore.inference.sync_stream import _chain, _prefetched, _RepackClock, _TimedBuckets
 from megatron_pacore.types import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -54,114 +59,6 @@ def _tp_ranks(worker) -> list[int]:
     from vllm.distributed import get_tp_group
 
     return list(get_tp_group().ranks)
-
-
-class _RepackClock:
-    """Seconds spent in the model's post-load processing (kernel layouts, CPU prepack).
-
-    Wraps each layer's `quant_method.process_weights_after_loading` once, on the instance,
-    so that the layerwise reload's calls are timed; the behaviour is unchanged.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.seconds = 0.0
-        self._depth = 0
-        seen: set[int] = set()
-        for module in model.modules():
-            qm = getattr(module, "quant_method", None)
-            if qm is None or id(qm) in seen or not hasattr(qm, "process_weights_after_loading"):
-                continue
-            seen.add(id(qm))
-            qm.process_weights_after_loading = self._timed(qm.process_weights_after_loading)
-
-    def _timed(self, fn):
-        def timed(*args, **kwargs):
-            if self._depth:  # a nested call is already inside a timed one
-                return fn(*args, **kwargs)
-            self._depth += 1
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - t0
-                self._depth -= 1
-        return timed
-
-
-class _TimedBuckets:
-    """Iterates `buckets`, adding the seconds spent producing each one to `seconds`."""
-
-    def __init__(self, buckets: Iterable[Bucket]) -> None:
-        self.buckets = buckets
-        self.seconds = 0.0
-
-    def __iter__(self):
-        it = iter(self.buckets)
-        while True:
-            t0 = time.perf_counter()
-            bucket = next(it, None)
-            self.seconds += time.perf_counter() - t0
-            if bucket is None:
-                return
-            yield bucket
-
-
-_END = object()
-
-
-def _chain(first: Bucket, rest):
-    """`first`, then the rest of the buckets; closing it closes `rest` too."""
-    try:
-        yield first
-        yield from rest
-    finally:
-        if hasattr(rest, "close"):
-            rest.close()
-
-
-def _prefetched(buckets: Iterable[Bucket]):
-    """Yield `buckets`, producing the next one on a helper thread meanwhile (queue of one).
-
-    The export's collectives then run on that thread; the engine's load on this one issues
-    none, so the two never interleave on a process group. Closing the generator (an error
-    downstream) stops the helper after the bucket it is on and waits for it, so that no
-    collective of it overlaps what this thread does next. The helper uses this thread's
-    CUDA device (the current device is per thread).
-    """
-    q: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    device = torch.cuda.current_device() if torch.cuda.is_available() else None
-
-    def produce() -> None:
-        try:
-            if device is not None:
-                torch.cuda.set_device(device)
-            for bucket in buckets:
-                q.put(bucket)
-                if stop.is_set():
-                    return
-            q.put(_END)
-        except BaseException as e:  # re-raised on the consumer's side
-            q.put(e)
-
-    helper = threading.Thread(target=produce, name="weight-sync-export", daemon=True)
-    helper.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while helper.is_alive():
-            try:
-                q.get(timeout=0.1)  # unblock a pending put
-            except queue.Empty:
-                pass
-        helper.join()
 
 
 class ColocatedVLLM:

@@ -9,14 +9,17 @@ and this module places them:
                             vLLM's modules (q / k / v rows of the rank's heads in qkv_proj,
                             gate / up rows in gate_up_proj, the input columns of row-parallel
                             layers, the rank's vocabulary rows, the rest whole);
-  RankShardLoader           copies each slice into its module's parameter: in place where the
-                            parameter holds the weight (norms, embeddings, biases, linears on
-                            GPU), or into a fresh buffer where vLLM's CPU GEMM prepack left the
-                            parameter empty. When a module has all its tensors it runs the
-                            module's own post-load processing (`quant_method.
-                            process_weights_after_loading`: the CPU GEMM prepack, and
-                            `update_param_tp_status` as vLLM's reload does), then the tied LM
-                            head's, so that nothing keeps a prepacked copy of old weights.
+  RankShardLoader           copies each slice into its module's parameter: in place where
+                            the parameter holds the weight (norms, embeddings, biases, linears
+                            on GPU). Where vLLM's CPU GEMM prepack left the parameter empty,
+                            the prepack is handed the actor's own block when the slices are one
+                            (fc1 = [gate_r; up_r], o_proj, down_proj; the prepack copies it into
+                            its kernel layout, so the engine never shares the actor's memory),
+                            else a fresh buffer (QKV, re-grouped). When a module has all its
+                            tensors it runs the module's own post-load processing
+                            (`quant_method.process_weights_after_loading`: the CPU GEMM
+                            prepack, then `update_param_tp_status` as vLLM's reload does), then
+                            the tied LM head's, so that nothing keeps a prepack of old weights.
 
 The layer-wise reload (`model_runner.reload_weights`) also rebuilds each layer from its
 recorded metadata on the meta device and re-materialises it; this path needs neither (the
@@ -258,7 +261,7 @@ def load_rank_shards(model: torch.nn.Module, shards: Iterable[tuple[str, HFShard
 def sync_rank_shards(llm, export, engine_dtype: torch.dtype, clock) -> SyncStats:
     """The per-rank sync of `ColocatedVLLM.sync_weights`: `export.rank_shards(layout)` placed
     into the in-process engine `llm`, then the prefix-cache reset; timed like the gather path
-    (`clock`: the engine's post-load processing seconds, `rollout._RepackClock`).
+    (`clock`: the engine's post-load processing seconds, `sync_stream._RepackClock`).
 
     Raises:
         ValueError: the export's dtype is not the engine's (before anything is touched).
