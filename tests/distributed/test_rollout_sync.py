@@ -94,13 +94,17 @@ def test_bad_requests_are_refused_before_touching_the_engine(synced):
 @pytest.fixture(scope="module")
 def synced_qwen2(tiny_models, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rollout_sync_qwen2")
-    return run_workers("worker_rollout_sync.py", ["--model", str(tiny_models["qwen2"]), "--quick"],
+    # Vocabulary rows split unlike vLLM's here too: the untied lm_head is re-sliced as well.
+    return run_workers("worker_rollout_sync.py", ["--model", str(tiny_models["qwen2"]), "--quick",
+                                                  "--vocab-divisible-by", "1"],
                        tmp / "result.json", nproc=2, timeout=500)
 
 
 def test_untied_model_with_qkv_bias_syncs_exactly(synced_qwen2):
-    """Qwen2: q/k/v biases and an lm_head of its own (read back through its GEMM)."""
+    """Qwen2: q/k/v biases and an lm_head of its own (read back through its GEMM), through
+    the per-rank path with both vocabulary tables re-sliced between the ranks."""
     r = synced_qwen2
+    assert r["padded_vocab"] == 1002, r
     assert not r["unsynced_check"]["ok"], r
     assert r["sync1"]["path"] == "rank-shards", r
     assert r["check1"]["ok"] and r["check1"]["tensors"] == r["sync1"]["tensors"], r
