@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Weight sync Megatron (TP=2) -> colocated vLLM (TP=2) against one in-memory copy of the bytes.
 
-    python benchmarks/weight_sync.py [--dtype bf16] [--reps 3] [--bucket-mb 256] [--no-check] [--prefetch]
+    python benchmarks/weight_sync.py [--dtype bf16] [--reps 3] [--bucket-mb 256] [--no-check] [--no-gather] [--prefetch]
 
 Launches itself under `torchrun --nproc_per_node 2` (CPU, gloo). A Qwen2.5-0.5B-shaped model
 (hidden 896, 24 layers, 14 heads / 2 KV heads, vocabulary 151936, tied embeddings: ~494M
@@ -9,17 +9,25 @@ parameters) with random weights is built twice in each process: as the Megatron 
 TP shard, and as vLLM's TP shard (`load_format=dummy`, so nothing is read from disk).
 
 Timed, --reps times, every rank at once:
-  sync: `ColocatedVLLM.sync_weights(export_buckets(actor, actor_info, groups, bucket_bytes, dtype))`,
-        broken down into gather (the actor's TP all-gathers and HF layout transforms), engine
-        load (vLLM's weight loaders) and repack (post-load kernel layouts, i.e. vLLM's CPU GEMM
-        prepack, the tied lm_head refresh, the prefix-cache reset);
-  copy: the same bytes each rank receives (the full model in HF layout) copied once in memory,
-        tensor by tensor into a preallocated buffer (export time excluded).
-  engine side only: the sync again from the same buckets exported beforehand and kept in
-        memory (what the engine costs without the actor's gathers).
-Printed: the repetition with the median total (its parts: wait for gather + load + repack),
-then `check_weights` after the last sync (every engine weight equal to
-the actor's, read back through vLLM's prepacked GEMMs), and last `sync_ratio=X` (median sync
+  sync: `ColocatedVLLM.sync_weights(export_buckets(actor, actor_info, groups, bucket_bytes, dtype))`
+        as the trainer calls it. Here (same TP, same processes, PP=1) it takes the per-rank
+        path: each rank converts its own shard to the engine's slices (no gather; only the
+        embedding rows vLLM splits differently from Megatron move, point to point) and copies
+        them into its modules. Broken down into gather/convert (producing the slices), engine
+        load (the copies into vLLM's parameters) and repack (post-load kernel layouts, i.e.
+        vLLM's CPU GEMM prepack, the tied lm_head's, the prefix-cache reset);
+  copy: the full model in HF layout (what each rank received on the gather path, twice what
+        the per-rank path moves at TP=2) copied once in memory, tensor by tensor into a
+        preallocated buffer (export time excluded). The baseline stays the full model's bytes
+        per rank: it is the same yardstick as before the per-rank path, and the per-rank path
+        does not make the engine hold fewer bytes, only gather fewer.
+  gather path: the same sync forced through the gather path (`weight_sync.rank_shards=False`:
+        what any other layout takes: engine TP != actor TP, PP > 1), same breakdown;
+  engine side only: the gather path again from the same buckets exported beforehand and kept
+        in memory (what the engine costs without the actor's gathers).
+Printed: the repetition with the median total (its parts: gather/convert + load + repack),
+then `check_weights` after the last per-rank sync (every engine weight equal to the actor's,
+read back through vLLM's prepacked GEMMs), and last `sync_ratio=X` (median per-rank sync
 seconds / median copy seconds, the slower rank of each). Target X <= 3.
 """
 from __future__ import annotations
@@ -61,7 +69,8 @@ def launch(args) -> int:
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2", __file__,
            "--worker", str(work), "--dtype", args.dtype, "--reps", str(args.reps),
            "--bucket-mb", str(args.bucket_mb)] + ([] if args.check else ["--no-check"]) \
-        + (["--prefetch"] if args.prefetch else []) + ([] if args.engine_only else ["--no-engine-only"])
+        + (["--prefetch"] if args.prefetch else []) + ([] if args.engine_only else ["--no-engine-only"]) \
+        + ([] if args.gather else ["--no-gather"])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
     if proc.returncode != 0 or not lines:
@@ -139,7 +148,7 @@ def worker(args) -> None:
             total += sum(f.numel() for f in flat)
         return seconds, total
 
-    syncs, copies, engine_only = [], [], []
+    syncs, copies, gathers, engine_only = [], [], [], []
     stats = None
     for _ in range(args.reps):
         dist.barrier()
@@ -147,6 +156,13 @@ def worker(args) -> None:
         syncs.append(slower_rank(stats))
         copy_s, copied = copy_once()
         copies.append(slowest(copy_s))
+    if args.gather:
+        engine.sync_config = WeightSyncConfig(bucket_bytes=bucket_bytes, prefetch=args.prefetch, rank_shards=False)
+        for _ in range(args.reps):
+            dist.barrier()
+            g = engine.sync_weights(export_buckets(actor, actor_info, groups, bucket_bytes=bucket_bytes, dtype=dtype))
+            gathers.append(slower_rank(g))
+        gather_stats = g
     if args.engine_only:
         # The engine's side alone: the same buckets, exported once beforehand and kept.
         kept = list(export_buckets(actor, actor_info, groups, bucket_bytes=bucket_bytes, dtype=dtype))
@@ -159,26 +175,35 @@ def worker(args) -> None:
     copy_med = statistics.median(copies)
     check = None
     if args.check:
+        engine.sync_config = sync  # the last sync before the check: the per-rank path
+        engine.sync_weights(export_buckets(actor, actor_info, groups, bucket_bytes=bucket_bytes, dtype=dtype))
         t0 = time.perf_counter()
         c = engine.check_weights(export_hf_tensors(actor, actor_info, groups, dtype=dtype))
         check = {"tensors": c.tensors, "engine_tensors": c.engine_tensors, "method": c.method,
                  "max_abs_diff": c.max_abs_diff, "seconds": round(time.perf_counter() - t0, 1)}
     if rank == 0:
-        gb = stats.bytes / 1e9
-        params = stats.bytes / torch.empty(0, dtype=dtype).element_size()
+        gb = copied / 1e9
+        params = copied / torch.empty(0, dtype=dtype).element_size()
         print(f"BENCH model: {params / 1e6:.0f}M parameters (Qwen2.5-0.5B shape, tied), {args.dtype}, "
               f"TP=2 actor + TP=2 vLLM in 2 CPU processes; {stats.tensors} HF tensors, {gb:.2f} GB "
-              f"per rank, {stats.buckets} buckets of <= {args.bucket_mb} MB; {args.reps} reps (the "
-              f"median one, slower rank)", flush=True)
-        print(f"BENCH sync {med['total_s']:.3f} s = wait for gather {med['wait_s']:.3f} s + engine load "
-              f"{med['load_s']:.3f} s + repack {med['repack_s']:.3f} s  ({gb / med['total_s']:.2f} GB/s); "
-              f"gather {med['gather_s']:.3f} s in all ({'overlapped with the load' if args.prefetch else 'not overlapped'})")
-        print(f"BENCH copy {copy_med:.3f} s  ({copied / 1e9 / copy_med:.2f} GB/s, the same {copied / 1e9:.2f} GB)")
+              f"full model per rank; {args.reps} reps (the median one, slower rank)", flush=True)
+        print(f"BENCH sync ({stats.path} path, {stats.bytes / 1e9:.2f} GB of slices on this rank) "
+              f"{med['total_s']:.3f} s = gather/convert {med['wait_s']:.3f} s + engine load "
+              f"{med['load_s']:.3f} s + repack {med['repack_s']:.3f} s")
+        if gathers:
+            gm = _median_rep(gathers)
+            print(f"BENCH gather path ({gather_stats.buckets} buckets of <= {args.bucket_mb} MB, "
+                  f"{gather_stats.bytes / 1e9:.2f} GB per rank) {gm['total_s']:.3f} s = wait for gather "
+                  f"{gm['wait_s']:.3f} s + engine load {gm['load_s']:.3f} s + repack {gm['repack_s']:.3f} s "
+                  f"({gm['total_s'] / copy_med:.2f} x copy); gather {gm['gather_s']:.3f} s in all "
+                  f"({'overlapped with the load' if args.prefetch else 'not overlapped'})")
+        print(f"BENCH copy {copy_med:.3f} s  ({copied / 1e9 / copy_med:.2f} GB/s, the full model's {gb:.2f} GB)")
         if engine_only:
             eo = _median_rep(engine_only)
             print(f"BENCH engine side only (buckets exported beforehand): {eo['total_s']:.3f} s = load "
                   f"{eo['load_s']:.3f} s + repack {eo['repack_s']:.3f} s  ({eo['total_s'] / copy_med:.2f} x copy)")
-        print("BENCH all reps: " + json.dumps({"sync": syncs, "copy": copies, "engine_only": engine_only}))
+        print("BENCH all reps: " + json.dumps({"sync": syncs, "copy": copies, "gather": gathers,
+                                               "engine_only": engine_only}))
         if check is not None:
             print(f"BENCH check_weights: {json.dumps(check)}")
         print(f"BENCH sync_ratio={med['total_s'] / copy_med:.2f}")
@@ -194,6 +219,8 @@ def main() -> int:
     p.add_argument("--no-check", dest="check", action="store_false", help="skip check_weights")
     p.add_argument("--no-engine-only", dest="engine_only", action="store_false",
                    help="skip the extra syncs from buckets exported beforehand (engine side alone)")
+    p.add_argument("--no-gather", dest="gather", action="store_false",
+                   help="skip the syncs forced through the gather path (the other layouts' path)")
     p.add_argument("--prefetch", action="store_true",
                    help="export the next bucket on a helper thread while the engine loads (weight_sync.prefetch)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)

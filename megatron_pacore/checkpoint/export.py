@@ -15,6 +15,12 @@ not exported (Hugging Face ties it to the embedding).
 
 Memory: one bucket (<= bucket_bytes, or a single larger tensor) plus one gathered tensor.
 All ranks of the model-parallel group must iterate the generator together (collectives).
+
+`export_buckets` returns an `ActorExport`: iterated, it is the bucket stream above (the gather
+path, which every engine takes: any engine TP, PP > 1, the 'ipc' / 'nccl' transfers to other
+processes). It also carries what a colocated engine needs to choose the per-rank path
+instead (`rank_export`: no gather, each rank converts its own shard), which it takes when its
+TP group is the actor's and PP = 1 (`inference.rollout.ColocatedVLLM.sync_weights`).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import torch.distributed as dist
 from megatron_pacore.checkpoint.hf_io import expected_shapes
 from megatron_pacore.checkpoint.loader import megatron_parameters
 from megatron_pacore.checkpoint.mapping import Table
+from megatron_pacore.checkpoint.rank_export import EngineLayout, export_rank_shards
 from megatron_pacore.hf_config import dims_of
 from megatron_pacore.training.models import ModelInfo, unwrap
 from megatron_pacore.training.parallel import ParallelGroups
@@ -86,23 +93,66 @@ def export_hf_tensors(model, info: ModelInfo, groups: ParallelGroups,
             yield from zip(names, tensors)
 
 
+class ActorExport:
+    """The actor's weights for one sync: the bucket stream, or per-rank shards on request.
+
+    Iterating it yields `export_hf_tensors` grouped into lists of at most `bucket_bytes`
+    (a larger tensor alone), full Hugging Face tensors on every rank (the gather path).
+    `rank_shards(engine_layout)` yields instead this rank's slices (`rank_export`), for an
+    engine whose TP group is `tp_ranks` and which holds no pipeline split (`pp == 1`).
+    Use one or the other, once: each is one pass of collectives over the model-parallel group.
+    """
+
+    def __init__(self, model, info: ModelInfo, groups: ParallelGroups, bucket_bytes: int,
+                 dtype: Optional[torch.dtype]) -> None:
+        self.model, self.info, self.groups, self.bucket_bytes = model, info, groups, bucket_bytes
+        self.dtype: torch.dtype = dtype or next(unwrap(model).parameters()).dtype
+        """The dtype every exported tensor has."""
+        self.tp, self.pp = groups.config.tp, groups.config.pp
+        self.tp_rank = groups.tp_rank
+        self.tp_ranks: list[int] = (dist.get_process_group_ranks(groups.tp_group)
+                                    if dist.is_initialized() else [0])
+        """Global ranks of this rank's TP group, in TP-rank order."""
+        self._it: Optional[Iterator[list[tuple[str, torch.Tensor]]]] = None
+
+    def __iter__(self) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        return self
+
+    def __next__(self) -> list[tuple[str, torch.Tensor]]:
+        if self._it is None:
+            self._it = self._buckets()
+        return next(self._it)
+
+    def close(self) -> None:
+        if self._it is not None:
+            self._it.close()
+
+    def _buckets(self) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        bucket: list[tuple[str, torch.Tensor]] = []
+        size = 0
+        for name, t in export_hf_tensors(self.model, self.info, self.groups, self.dtype):
+            nbytes = t.numel() * t.element_size()
+            if bucket and size + nbytes > self.bucket_bytes:
+                yield bucket
+                bucket, size = [], 0
+            bucket.append((name, t))
+            size += nbytes
+        if bucket:
+            yield bucket
+
+    def rank_shards(self, engine_layout: EngineLayout):
+        """(HF name, `HFShard`) of this rank's engine slices (`rank_export.export_rank_shards`)."""
+        return export_rank_shards(self.model, self.info, self.groups, engine_layout, self.dtype)
+
+
 def export_buckets(model, info: ModelInfo, groups: ParallelGroups, bucket_bytes: int = 512 << 20,
-                   dtype: Optional[torch.dtype] = None) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Group `export_hf_tensors` into lists of at most `bucket_bytes` (a larger tensor alone).
+                   dtype: Optional[torch.dtype] = None) -> ActorExport:
+    """The actor's export for one weight sync (`ActorExport`): iterate it for buckets of
+    Hugging Face-named full tensors of at most `bucket_bytes` (a larger tensor alone).
 
     Raises:
         ValueError: bucket_bytes < 1.
     """
     if bucket_bytes < 1:
         raise ValueError(f"bucket_bytes must be >= 1, got {bucket_bytes}")
-    bucket: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, t in export_hf_tensors(model, info, groups, dtype):
-        nbytes = t.numel() * t.element_size()
-        if bucket and size + nbytes > bucket_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, t))
-        size += nbytes
-    if bucket:
-        yield bucket
+    return ActorExport(model, info, groups, bucket_bytes, dtype)

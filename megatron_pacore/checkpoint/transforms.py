@@ -10,7 +10,13 @@ everything about that pair:
   to_hf(full, dims)               the global tensor as HF tensors, each a list of row blocks
                                   (views of `full`, for `HFStreamWriter.write_parts`);
   hf_tensors(full, dims)          the same as contiguous tensors;
-  shard(full, tp, rank)           one tensor-parallel rank's slice;  unshard(shards) inverts it.
+  shard(full, tp, rank)           one tensor-parallel rank's slice;  unshard(shards) inverts it;
+  to_hf_shard(local, dims, tp, rank)
+                                  one rank's Megatron shard as that rank's slice of each HF
+                                  tensor (`HFShard`: rows or columns [start, stop) along an axis,
+                                  as views of `local`), with no gather: what a colocated engine
+                                  of the same TP (vLLM) holds per rank, or close to it (the
+                                  vocabulary's padding differs; `checkpoint.rank_export`).
 
 Kinds (shapes use `hf_config.Dims`' letters, f the MLP width, T the TP size):
   Copy        same tensor, optionally split along `tp_axis`.
@@ -69,6 +75,30 @@ def _read(src: HFSource, name: str, out: torch.Tensor, start: int = 0) -> None:
         src.read_rows(name, out, start)
     else:
         out.copy_(src.read_rows(name, torch.empty(out.shape, dtype=src.get_dtype(name)), start))
+
+
+@dataclass(frozen=True)
+class HFShard:
+    """One tensor-parallel rank's slice of one Hugging Face tensor, without a copy.
+
+    The slice is indices [start, stop) of the HF tensor along `axis` (None: the whole tensor,
+    replicated on every rank); `parts` are row blocks (dim 0) that stacked in order make it,
+    e.g. one block per query group of Megatron's interleaved QKV, views of the rank's shard.
+    """
+
+    axis: Optional[int]
+    start: int
+    stop: int
+    parts: tuple[torch.Tensor, ...]
+
+    @property
+    def span(self) -> tuple[Optional[int], int, int]:
+        """(axis, start, stop): where the slice sits in the HF tensor."""
+        return (self.axis, self.start, self.stop)
+
+    @property
+    def rows(self) -> int:
+        return sum(p.shape[0] for p in self.parts)
 
 
 @dataclass(frozen=True)
@@ -140,6 +170,15 @@ class Mapping:
             return shards[0]
         return torch.cat(shards, dim=self.tp_axis)
 
+    def to_hf_shard(self, local: torch.Tensor, dims: Dims, tp: int, rank: int) -> list[HFShard]:
+        """This rank's shard `local` (of `shard(full, tp, rank)`'s shape) as its slice of each
+        HF tensor, in `hf` order: a split tensor is the indices [rank*n, (rank+1)*n) of
+        `tp_axis` (n = local size), a replicated one the whole tensor."""
+        if self.tp_axis is None:
+            return [HFShard(None, 0, local.shape[0], (local,))]
+        n = local.shape[self.tp_axis]
+        return [HFShard(self.tp_axis, rank * n, (rank + 1) * n, (local,))]
+
 
 Copy = Mapping
 
@@ -172,6 +211,20 @@ class QKV(Mapping):
                 [grouped[g, hpg * d: (hpg + 1) * d] for g in range(ng)],
                 [grouped[g, (hpg + 1) * d:] for g in range(ng)]]
 
+    def to_hf_shard(self, local, dims, tp, rank) -> list[HFShard]:
+        """The rank's ng/T query groups [q heads of g; k_g; v_g] -> rows of q [nq/T*d], k and
+        v [ng/T*d] starting at the rank's first group (one block per group, views)."""
+        hpg, d = dims.heads_per_group, dims.head_dim
+        ng = local.shape[0] // ((hpg + 2) * d)
+        if ng * (hpg + 2) * d != local.shape[0] or ng * tp != dims.num_groups:
+            raise ValueError(f"{self.megatron}: shard of {local.shape[0]} rows is not {dims.num_groups}/{tp} "
+                             f"query groups of {(hpg + 2) * d} rows")
+        blocks = self.to_hf(local, Dims(dims.num_heads // tp, ng, d, dims.vocab_size, dims.padded_vocab_size))
+        q0, kv0 = rank * ng * hpg * d, rank * ng * d
+        return [HFShard(0, q0, q0 + ng * hpg * d, tuple(blocks[0])),
+                HFShard(0, kv0, kv0 + ng * d, tuple(blocks[1])),
+                HFShard(0, kv0, kv0 + ng * d, tuple(blocks[2]))]
+
 
 @dataclass(frozen=True)
 class GatedMLP(Mapping):
@@ -202,6 +255,14 @@ class GatedMLP(Mapping):
         halves = [s.chunk(2, dim=0) for s in shards]
         return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
 
+    def to_hf_shard(self, local, dims, tp, rank) -> list[HFShard]:
+        """[gate_r; up_r] of [2f/T, h] -> rows [rank*f/T, (rank+1)*f/T) of gate and of up."""
+        if self.tp_axis is None:
+            tp, rank = 1, 0
+        gate, up = local.chunk(2, dim=0)
+        n = gate.shape[0]
+        return [HFShard(0, rank * n, (rank + 1) * n, (gate,)), HFShard(0, rank * n, (rank + 1) * n, (up,))]
+
 
 @dataclass(frozen=True)
 class VocabPadded(Mapping):
@@ -221,6 +282,13 @@ class VocabPadded(Mapping):
     def to_hf(self, full, dims) -> list[list[torch.Tensor]]:
         return [[full[: dims.vocab_size]]]
 
+    def to_hf_shard(self, local, dims, tp, rank) -> list[HFShard]:
+        """Rows [rank*Vp/T, (rank+1)*Vp/T) of the padded table, clipped to the V real rows
+        (the last ranks may hold padding only: an empty slice)."""
+        n = local.shape[0]
+        start, stop = min(rank * n, dims.vocab_size), min((rank + 1) * n, dims.vocab_size)
+        return [HFShard(0, start, stop, (local[: stop - start],))]
+
 
 @dataclass(frozen=True)
 class Tied(Mapping):
@@ -231,3 +299,4 @@ class Tied(Mapping):
     global_shape = VocabPadded.global_shape
     _read_into = VocabPadded._read_into
     to_hf = VocabPadded.to_hf
+    to_hf_shard = VocabPadded.to_hf_shard

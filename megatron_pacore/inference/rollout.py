@@ -8,11 +8,17 @@ in the trainer's own process (VLLM_ENABLE_V1_MULTIPROCESSING=0), which is what m
 in-place weight sync possible: `collective_rpc(fn)` calls `fn(worker)` directly, tensors
 pass as they are, and vLLM slices the full Hugging Face tensors for its rank.
 
-Weight sync ("reload"), per DESIGN §3: vLLM's layerwise reload (the body of
-`model_runner.reload_weights`: initialise, `model.load_weights` bucket by bucket, finalise,
-which re-runs each layer's post-load processing, e.g. the CPU GEMM prepack), then the tied
-lm_head's re-processing (vLLM 0.32 on CPU keeps a stale prepacked copy otherwise), then the
-prefix-cache reset. On GPU the same path moves device tensors with no copy in between; CUDA
+Weight sync ("reload"), per DESIGN §3, one of two paths (`sync_weights`):
+- per-rank, when the actor's TP group is the engine's (same TP, the same processes) and
+  PP = 1, the colocated layout: each rank converts its own Megatron shard into its engine
+  slices and copies them into its modules (`inference.shard_load`, `checkpoint.rank_export`),
+  with no gather; on CPU by default (`WeightSyncConfig.rank_shards`);
+- gather, for every other layout: vLLM's layerwise reload (the body of
+  `model_runner.reload_weights`: initialise, `model.load_weights` bucket by bucket of full
+  tensors, finalise, which re-runs each layer's post-load processing, e.g. the CPU GEMM
+  prepack).
+Both then re-process the tied lm_head (vLLM 0.32 on CPU keeps a stale prepacked copy
+otherwise) and reset the prefix cache. On GPU the same path moves device tensors with no copy in between; CUDA
 IPC needs two processes and is the "ipc" backend of `inference.transfer`, for an engine in
 a process of its own.
 
@@ -31,8 +37,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
 from typing import Iterable, Optional, Sequence
 
@@ -40,6 +44,7 @@ import torch
 
 from megatron_pacore.inference.rollout_types import (
     Bucket, RolloutEngineConfig, RolloutSample, SyncStats, WeightCheck, WeightSyncConfig)
+from megatron_pacore.inference.sync_stream import _chain, _prefetched, _RepackClock, _TimedBuckets
 from megatron_pacore.types import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -49,112 +54,11 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-class _RepackClock:
-    """Seconds spent in the model's post-load processing (kernel layouts, CPU prepack).
+def _tp_ranks(worker) -> list[int]:
+    """Global ranks of this worker's vLLM tensor-parallel group, in TP-rank order."""
+    from vllm.distributed import get_tp_group
 
-    Wraps each layer's `quant_method.process_weights_after_loading` once, on the instance,
-    so that the layerwise reload's calls are timed; the behaviour is unchanged.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.seconds = 0.0
-        self._depth = 0
-        seen: set[int] = set()
-        for module in model.modules():
-            qm = getattr(module, "quant_method", None)
-            if qm is None or id(qm) in seen or not hasattr(qm, "process_weights_after_loading"):
-                continue
-            seen.add(id(qm))
-            qm.process_weights_after_loading = self._timed(qm.process_weights_after_loading)
-
-    def _timed(self, fn):
-        def timed(*args, **kwargs):
-            if self._depth:  # a nested call is already inside a timed one
-                return fn(*args, **kwargs)
-            self._depth += 1
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - t0
-                self._depth -= 1
-        return timed
-
-
-class _TimedBuckets:
-    """Iterates `buckets`, adding the seconds spent producing each one to `seconds`."""
-
-    def __init__(self, buckets: Iterable[Bucket]) -> None:
-        self.buckets = buckets
-        self.seconds = 0.0
-
-    def __iter__(self):
-        it = iter(self.buckets)
-        while True:
-            t0 = time.perf_counter()
-            bucket = next(it, None)
-            self.seconds += time.perf_counter() - t0
-            if bucket is None:
-                return
-            yield bucket
-
-
-_END = object()
-
-
-def _chain(first: Bucket, rest):
-    """`first`, then the rest of the buckets; closing it closes `rest` too."""
-    try:
-        yield first
-        yield from rest
-    finally:
-        if hasattr(rest, "close"):
-            rest.close()
-
-
-def _prefetched(buckets: Iterable[Bucket]):
-    """Yield `buckets`, producing the next one on a helper thread meanwhile (queue of one).
-
-    The export's collectives then run on that thread; the engine's load on this one issues
-    none, so the two never interleave on a process group. Closing the generator (an error
-    downstream) stops the helper after the bucket it is on and waits for it, so that no
-    collective of it overlaps what this thread does next. The helper uses this thread's
-    CUDA device (the current device is per thread).
-    """
-    q: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    device = torch.cuda.current_device() if torch.cuda.is_available() else None
-
-    def produce() -> None:
-        try:
-            if device is not None:
-                torch.cuda.set_device(device)
-            for bucket in buckets:
-                q.put(bucket)
-                if stop.is_set():
-                    return
-            q.put(_END)
-        except BaseException as e:  # re-raised on the consumer's side
-            q.put(e)
-
-    helper = threading.Thread(target=produce, name="weight-sync-export", daemon=True)
-    helper.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while helper.is_alive():
-            try:
-                q.get(timeout=0.1)  # unblock a pending put
-            except queue.Empty:
-                pass
-        helper.join()
+    return list(get_tp_group().ranks)
 
 
 class ColocatedVLLM:
@@ -211,6 +115,7 @@ class ColocatedVLLM:
         self.dtype = self.llm.llm_engine.model_config.dtype
         self._awake: set[str] = {"weights", "kv_cache"}
         self._repack = self.llm.collective_rpc(lambda worker: _RepackClock(worker.model_runner.get_model()))[0]
+        self._engine_tp_ranks = self.llm.collective_rpc(_tp_ranks)[0]
 
     # -- generation ----------------------------------------------------------------------
 
@@ -300,18 +205,64 @@ class ColocatedVLLM:
 
     # -- weight sync ---------------------------------------------------------------------
 
-    def sync_weights(self, buckets: Iterable[Bucket]) -> SyncStats:
-        """Load the actor's weights, bucket by bucket, into this rank's engine slice.
+    def _rank_path_blockers(self, export) -> list[str]:
+        """Why `export` cannot take the per-rank path here (empty: it can)."""
+        engine = self.llm.llm_engine
+        why = []
+        if export.pp != 1:
+            why.append(f"the actor has pp={export.pp}")
+        if export.tp != self.config.tensor_parallel_size:
+            why.append(f"actor tp={export.tp} != rollout.tensor_parallel_size={self.config.tensor_parallel_size}")
+        elif list(export.tp_ranks) != list(self._engine_tp_ranks):
+            why.append(f"the actor's TP group {list(export.tp_ranks)} is not the engine's {self._engine_tp_ranks}")
+        if engine.vllm_config.parallel_config.pipeline_parallel_size != 1:
+            why.append("the engine has pipeline_parallel_size > 1")
+        if engine.model_config.quantization is not None:
+            why.append(f"the engine is quantized ({engine.model_config.quantization})")
+        return why
 
-        `buckets` yields lists of (Hugging Face name, full tensor), e.g.
-        `checkpoint.export.export_buckets(actor, actor_info, groups, bucket_bytes=...)`; every rank
-        iterates it (its all-gathers are collectives). Tensors must be in the engine's dtype.
+    def _use_rank_shards(self, buckets) -> bool:
+        """The per-rank path where it applies (`WeightSyncConfig.rank_shards`); the gather
+        path for a plain bucket stream. The same answer on every rank of the TP group."""
+        mode = self.sync_config.rank_shards
+        if mode is False:
+            return False
+        if not callable(getattr(buckets, "rank_shards", None)):
+            if mode:
+                raise ValueError("weight_sync.rank_shards=True needs the ActorExport that export_buckets returns, "
+                                 f"got a {type(buckets).__name__}")
+            return False
+        why = self._rank_path_blockers(buckets)
+        if mode and why:
+            raise ValueError(f"weight_sync.rank_shards=True, but the per-rank path cannot apply: {'; '.join(why)}")
+        if mode is None and self.on_cuda:
+            why.append("on CUDA only with weight_sync.rank_shards=True")
+        return not why
+
+    def sync_weights(self, buckets: Iterable[Bucket]) -> SyncStats:
+        """Load the actor's weights into this rank's engine slice.
+
+        `buckets` is `checkpoint.export.export_buckets(actor, actor_info, groups, bucket_bytes=...,
+        dtype=...)` or any stream of buckets, lists of (Hugging Face name, full tensor); every
+        rank iterates it (its all-gathers are collectives). Tensors must be in the engine's dtype.
+        Two paths, chosen alike on every rank (`WeightSyncConfig.rank_shards`):
+          per-rank   an `ActorExport` whose TP group is the engine's, PP = 1 (colocated, same
+                     TP): each rank converts its own shard and copies it into its modules
+                     (`inference.shard_load`), no gather;
+          gather     otherwise (a plain stream, another TP, PP > 1): full tensors bucket by
+                     bucket through vLLM's layer-wise reload, which slices them per rank.
+        Both end with the same post-load processing (CPU GEMM prepack, the tied lm_head) and
+        the prefix-cache reset.
 
         Raises:
-            ValueError: an empty stream, or tensors not in the engine's dtype (checked on the
-                first bucket before the engine's weights are touched).
+            ValueError: an empty stream, or tensors not in the engine's dtype (checked before
+                the engine's weights are touched); rank_shards=True where it cannot apply.
         """
         self.wake(["weights"])
+        if self._use_rank_shards(buckets):
+            from megatron_pacore.inference.shard_load import sync_rank_shards
+
+            return sync_rank_shards(self.llm, buckets, self.dtype, self._repack)
         clock = self._repack
         counts = {"buckets": 0, "tensors": 0, "bytes": 0, "wait": 0.0}
         engine_dtype = self.dtype

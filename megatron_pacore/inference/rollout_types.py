@@ -16,7 +16,9 @@ sampled token under the distribution it sampled from (after temperature / top-p)
 what the PPO ratio and the vLLM-vs-Megatron importance correction need.
 
 Weight sync takes Hugging Face-named full tensors in buckets (what
-`checkpoint.export.export_buckets` yields), so this package needs no Megatron.
+`checkpoint.export.export_buckets` yields), so this package needs no Megatron. The object
+`export_buckets` returns can also give each rank its own slices instead, which a colocated
+engine of the actor's TP takes (`WeightSyncConfig.rank_shards`).
 """
 from __future__ import annotations
 
@@ -60,6 +62,13 @@ class WeightSyncConfig:
     """'nccl': 1 (the sending trainer rank) + the number of vLLM workers; 0 = not set."""
     packed: bool = True
     """'ipc' / 'nccl': send through vLLM's packed (bucketed) buffers."""
+    rank_shards: Optional[bool] = None
+    """'reload': sync each rank's own shard, with no gather, when the engine's TP group is the
+    actor's (same TP size, the same processes) and PP = 1 (`inference.shard_load`); otherwise
+    the gather path (full tensors, vLLM's loaders slice them). None = automatic: per-rank
+    wherever it applies on CPU, the gather path on CUDA (the per-rank path is written for
+    both but measured on CPU only); True = per-rank, a ValueError where it cannot apply;
+    False = always the gather path."""
 
     def __post_init__(self) -> None:
         if self.backend not in SYNC_BACKENDS:
@@ -68,6 +77,8 @@ class WeightSyncConfig:
             raise ValueError(f"weight_sync.bucket_bytes must be >= 1, got {self.bucket_bytes}")
         if not 0 < self.nccl_master_port < 65536:
             raise ValueError(f"weight_sync.nccl_master_port must be a TCP port, got {self.nccl_master_port}")
+        if self.rank_shards not in (None, True, False):
+            raise ValueError(f"weight_sync.rank_shards must be true, false or null, got {self.rank_shards!r}")
         if self.backend == "nccl" and self.nccl_world_size < 2:
             raise ValueError(
                 "weight_sync.nccl_world_size must be 1 + the number of vLLM workers (>= 2) with "
@@ -158,6 +169,10 @@ class SyncStats:
     lm_head refresh and the prefix-cache reset."""
     total_s: float
     """Wall time: wait_s + load_s + repack_s."""
+    path: str = "gather"
+    """'gather' (full tensors in buckets) or 'rank-shards' (each rank's own slices, streamed
+    tensor by tensor: `buckets` is 0, `gather_s` is the conversion and the vocabulary's
+    re-slice)."""
 
 
 @dataclass(frozen=True)

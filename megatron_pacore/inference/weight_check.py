@@ -33,7 +33,7 @@ _FUSED = [
     (re.compile(r"^(.*\.self_attn)\.([qkv])_proj\.(weight|bias)$"), "qkv_proj"),
     (re.compile(r"^(.*\.mlp)\.(gate|up)_proj\.(weight)$"), "gate_up_proj"),
 ]
-_SHARD_ORDER = {"qkv_proj": ("q", "k", "v"), "gate_up_proj": ("gate", "up")}
+SHARD_ORDER = {"qkv_proj": ("q", "k", "v"), "gate_up_proj": ("gate", "up")}
 
 
 def engine_target(hf_name: str) -> tuple[str, str, Optional[str]]:
@@ -74,7 +74,7 @@ def expected_slice(module, param: str,
                 (k_name, _rows(k, kv_rank * kv, kv)), (v_name, _rows(v, kv_rank * kv, kv))]
     if isinstance(module, MergedColumnParallelLinear):
         out = []
-        for sid in _SHARD_ORDER["gate_up_proj"]:
+        for sid in SHARD_ORDER["gate_up_proj"]:
             name, full = parts[sid]
             size = full.shape[0] // module.tp_size
             out.append((name, _rows(full, module.tp_rank * size, size)))
@@ -135,7 +135,7 @@ class _Checker:
         key = (module_name, param)
         parts = self.pending.setdefault(key, {})
         parts[shard] = (hf_name, tensor)
-        need = _SHARD_ORDER[module_name.rpartition(".")[2]] if shard else (None,)
+        need = SHARD_ORDER[module_name.rpartition(".")[2]] if shard else (None,)
         if all(s in parts for s in need):
             del self.pending[key]
             self._compare(module_name, module, param, parts)

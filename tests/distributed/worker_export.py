@@ -16,6 +16,48 @@ import torch.distributed as dist
 BUCKET = 300_000  # bytes; the tiny models' embeddings (~0.5-1 MB) exceed it and go alone
 
 
+def vllm_like_layout(tp: int, rank: int, vocab: int):
+    """An engine layout with vLLM's rules, its vocabulary padded to a multiple of 8 (vLLM's
+    `padding_size`) and split evenly: 504 rows per rank for the tiny 1002, where Megatron
+    holds 512 (padded to 128 x TP), so that rows must move between the ranks. Everything
+    else the usual split: columns of o_proj / down_proj, rows of the rest, norms whole."""
+    def layout(name, shape):
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            per = -(-vocab // 8) * 8 // tp
+            return (0, min(rank * per, vocab), min((rank + 1) * per, vocab))
+        if name.endswith("norm.weight"):
+            return (None, 0, shape[0])
+        axis = 1 if name.endswith(("o_proj.weight", "down_proj.weight")) else 0
+        n = shape[axis] // tp
+        return (axis, rank * n, (rank + 1) * n)
+    return layout
+
+
+def rank_shards(model, info, groups, ref, tp) -> dict:
+    """The per-rank export against the checkpoint's slices, on every rank (PP=1), or its
+    refusal (PP>1)."""
+    from megatron_pacore.checkpoint.export import export_buckets
+
+    export = export_buckets(model, info, groups)
+    layout = vllm_like_layout(tp, groups.tp_rank, info.hf_config.vocab_size)
+    try:
+        got = list(export.rank_shards(layout))
+    except ValueError as e:
+        return {"rank_shards_error": str(e)}
+    ok, moved = True, 0
+    for name, s in got:
+        axis, start, stop = layout(name, tuple(ref[name].shape))
+        want = ref[name] if axis is None else ref[name].narrow(axis, start, stop - start)
+        parts = torch.cat(s.parts) if len(s.parts) > 1 else s.parts[0]
+        ok &= s.span == (axis, start, stop) and torch.equal(parts, want)
+        moved += sum(p.numel() for p in s.parts)
+    flags = torch.tensor([ok, sorted(n for n, _ in got) == sorted(ref)], dtype=torch.int32)
+    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return {"rank_shards_exact": bool(flags[0]), "rank_shards_all_names": bool(flags[1]),
+            "embedding_span": dict(got)["model.embed_tokens.weight"].span, "padded_vocab": info.padded_vocab_size,
+            "rank_shards_fraction": moved / sum(t.numel() for t in ref.values())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--result", required=True)
@@ -47,6 +89,7 @@ def main() -> None:
             res[f"{name}/{layout}"] = {"identical": bool(flags[0]), "bounded": bool(flags[1]),
                                        "bf16": bool(flags[2]), "several_buckets": bool(flags[3]),
                                        "order": list(got)[:3]}
+            res[f"{name}/{layout}"].update(rank_shards(model, info, groups, ref, tp))
     if dist.get_rank() == 0:
         Path(args.result).write_text(json.dumps(res))
     destroy_parallel()

@@ -1,16 +1,21 @@
 """Worker (2 gloo ranks): a TP=2 Megatron actor and a TP=2 colocated vLLM engine in the same
 two processes; weight sync and its check, before and after an update.
 
-1. The actor (fp32, the tiny checkpoint) is synced into the engine through `export_buckets`;
-   `check_weights` compares every engine weight (CPU: the prepacked GEMMs read back); vLLM's
-   log-probs of fixed sequences and of its own samples are compared with Megatron's.
+1. The actor (fp32, the tiny checkpoint) is synced into the engine through `export_buckets`,
+   which takes the per-rank path (same TP, same processes: no gather); `check_weights`
+   compares every engine weight (CPU: the prepacked GEMMs read back); vLLM's log-probs of
+   fixed sequences and of its own samples are compared with Megatron's.
 2. The actor is perturbed (seeded noise on every parameter, as an update would): before a
-   re-sync the engine disagrees (and `check_weights` says so); after it, they agree again.
+   re-sync the engine disagrees (and `check_weights` says so); after a re-sync through the
+   gather path (forced, with the export thread), they agree again.
 3. Another perturbation, synced with one tensor held back: `check_weights` must name it.
 4. A bare `reload_weights` without the tied lm_head re-processing: the check must name the
    LM head's stale prepacked GEMM.
-With --quick only phase 1 runs (for a second model family). Rank 0 writes the figures to
---result.
+5. Another perturbation, synced through the per-rank path again (after the gather path and
+   vLLM's own reload): exact again.
+With --vocab-divisible-by 1 Megatron pads the vocabulary differently from vLLM, so that the
+per-rank path must re-slice the embedding rows between the ranks. With --quick only phase 1
+runs (for a second model family). Rank 0 writes the figures to --result.
 """
 from __future__ import annotations
 
@@ -55,6 +60,8 @@ def main() -> None:
     ap.add_argument("--result", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--quick", action="store_true", help="phase 1 only (another model family)")
+    ap.add_argument("--vocab-divisible-by", type=int, default=128,
+                    help="Megatron's make_vocab_size_divisible_by (1: shard boundaries unlike vLLM's)")
     args = ap.parse_args()
 
     from megatron_pacore.checkpoint.export import export_buckets, export_hf_tensors
@@ -70,7 +77,8 @@ def main() -> None:
     groups = initialize_parallel(ParallelConfig(tp=2, device="cpu"))
     hf = HFCheckpoint(args.model)
     vocab = hf.config.vocab_size
-    actor, actor_info = build_actor(hf.config, groups, ModelOptions(precision="fp32"))
+    actor, actor_info = build_actor(hf.config, groups, ModelOptions(
+        precision="fp32", make_vocab_size_divisible_by=args.vocab_divisible_by))
     load_hf_weights(actor, actor_info, hf, 2, groups.tp_rank)
     actor.eval()
     # Different weights from the checkpoint the engine starts from, so that the first sync
@@ -101,8 +109,11 @@ def main() -> None:
     res["unsynced_vs_actor"] = max_diff(before_sync, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
     res["unsynced_check"] = check()
 
-    stats = sync()
-    res["sync1"] = {"buckets": stats.buckets, "tensors": stats.tensors, "bytes": stats.bytes}
+    def record(stats):
+        return {"buckets": stats.buckets, "tensors": stats.tensors, "bytes": stats.bytes, "path": stats.path}
+
+    res["padded_vocab"] = actor_info.padded_vocab_size
+    res["sync1"] = record(sync())
     res["check1"] = check()
     v1 = engine.prompt_logprobs(fixed)
     res["fixed1"] = max_diff(v1, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
@@ -138,10 +149,14 @@ def main() -> None:
     res["fixed_after_refusal"] = max_diff(engine.prompt_logprobs(fixed), megatron_logprobs(actor, groups, fixed, vocab, 1.0))
 
     perturb(actor, seed=2)
+    # The per-rank path handed the actor's own memory to the GEMM prepack: the update must
+    # not have reached the engine (its outputs are those of before, bit for bit).
+    res["engine_after_update"] = max_diff(engine.prompt_logprobs(fixed), [torch.tensor(x) for x in v1])
     res["stale_vs_actor"] = max_diff(v1, megatron_logprobs(actor, groups, fixed, vocab, 1.0))
     res["stale_check"] = check()
-    engine.sync_config = WeightSyncConfig(prefetch=True)  # this re-sync with the export thread
-    sync()
+    # This re-sync through the gather path, with the export thread.
+    engine.sync_config = WeightSyncConfig(prefetch=True, rank_shards=False)
+    res["sync2"] = record(sync())
     engine.sync_config = WeightSyncConfig()
     res["check2"] = check()
     v2 = engine.prompt_logprobs(fixed)
@@ -149,8 +164,15 @@ def main() -> None:
     res["moved"] = max_diff(v2, [torch.tensor(x) for x in v1])
 
     perturb(actor, seed=3)
-    sync(skip=HELD_BACK)
+    res["sync_held_back"] = record(sync(skip=HELD_BACK))  # a plain bucket stream: the gather path
     res["held_back_check"] = check()
+    engine.sync_config = WeightSyncConfig(rank_shards=True)
+    try:
+        sync(skip=HELD_BACK)
+        res["forced_on_a_stream"] = "no error"
+    except ValueError as e:
+        res["forced_on_a_stream"] = str(e)
+    engine.sync_config = WeightSyncConfig()
 
     # 4. vLLM's own reload_weights alone (no tied lm_head re-processing): the embedding
     # table is new but the LM head's prepacked GEMM is stale, and the check must see it.
@@ -158,6 +180,14 @@ def main() -> None:
     weights = [kv for b in export_buckets(actor, actor_info, groups) for kv in b]
     engine.llm.collective_rpc(lambda w: w.model_runner.reload_weights(weights_iterator=iter(weights)))
     res["stale_lm_head_check"] = check()
+
+    # 5. The per-rank path again, after the gather path and vLLM's own reload.
+    perturb(actor, seed=5)
+    engine.sync_config = WeightSyncConfig(rank_shards=True)
+    res["sync3"] = record(sync())
+    engine.sync_config = WeightSyncConfig()
+    res["check3"] = check()
+    res["fixed3"] = max_diff(engine.prompt_logprobs(fixed), megatron_logprobs(actor, groups, fixed, vocab, 1.0))
 
     if dist.get_rank() == 0:
         Path(args.result).write_text(json.dumps(res))

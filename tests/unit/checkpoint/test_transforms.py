@@ -108,3 +108,62 @@ def test_vocab_padding_refuses_a_smaller_padded_size():
     m = _mapping("word_embeddings.weight")
     with pytest.raises(ValueError, match="exceeds padded size"):
         m.global_shape([(10, 2)], DIMS)
+
+
+def _slices(shard):
+    """An HFShard's row blocks stacked: the slice it stands for."""
+    return torch.cat(shard.parts) if len(shard.parts) > 1 else shard.parts[0]
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_to_hf_shard_gives_each_rank_its_slice_of_every_hf_tensor(tp):
+    """Every mapping of a Qwen2 layer (qkv weight and bias, fc1, row-parallel, norms, vocab):
+    the rank's Megatron shard, converted without a gather, equals the HF tensor's slice
+    [start, stop) along the split axis, and its parts are views of the shard."""
+    dims = Dims(num_heads=4, num_groups=2, head_dim=2, vocab_size=5, padded_vocab_size=8)
+    gen = torch.Generator().manual_seed(0)
+    shapes = {"q": (8, 3), "k": (4, 3), "v": (4, 3), "qb": (8,), "kb": (4,), "vb": (4,), "o": (3, 8),
+              "gate": (6, 3), "up": (6, 3), "down": (3, 6), "norm": (3,), "emb": (5, 3)}
+    hf = {n: torch.randn(s, generator=gen) for n, s in shapes.items()}
+    names = {"linear_qkv.weight": ("q", "k", "v"), "linear_qkv.bias": ("qb", "kb", "vb"),
+             "linear_proj.weight": ("o",), "linear_fc1.weight": ("gate", "up"),
+             "linear_fc2.weight": ("down",), "final_layernorm.weight": ("norm",),
+             "word_embeddings.weight": ("emb",)}
+    for suffix, hf_names in names.items():
+        m = _mapping(suffix)
+        src = TensorSource({n: hf[n] for n in hf_names})
+        full = m.from_hf(src, hf_names, dims)
+        for rank in range(tp):
+            local = m.shard(full, tp, rank)
+            shards = m.to_hf_shard(local, dims, tp, rank)
+            assert len(shards) == len(hf_names), suffix
+            for n, s in zip(hf_names, shards):
+                want = hf[n] if s.axis is None else hf[n].narrow(s.axis, s.start, s.stop - s.start)
+                assert torch.equal(_slices(s), want), (suffix, n, rank)
+                assert all(p.untyped_storage().data_ptr() == local.untyped_storage().data_ptr()
+                           for p in s.parts), (suffix, n)
+            if m.tp_axis is None:
+                assert all(s.axis is None for s in shards)
+
+
+def test_to_hf_shard_of_qkv_gives_the_ranks_query_heads_then_its_key_value_heads():
+    m = _mapping("linear_qkv.weight")
+    q = torch.tensor([[10.], [11.], [12.], [13.]])  # groups: heads 0,1 | 2,3
+    full = _from_hf(m, [q, torch.tensor([[20.], [21.]]), torch.tensor([[30.], [31.]])])
+    qs, ks, vs = m.to_hf_shard(m.shard(full, 2, 1), DIMS, 2, 1)
+    assert (qs.span, _slices(qs).flatten().tolist()) == ((0, 2, 4), [12, 13])
+    assert (ks.span, _slices(ks).flatten().tolist()) == ((0, 1, 2), [21])
+    assert (vs.span, _slices(vs).flatten().tolist()) == ((0, 1, 2), [31])
+
+
+def test_to_hf_shard_of_the_vocabulary_clips_the_padding_rows():
+    """V = 5 padded to 8 at TP=2: rank 0 holds HF rows 0..3, rank 1 row 4 (and 3 padding rows)."""
+    m = _mapping("word_embeddings.weight")
+    emb = torch.arange(10.).reshape(5, 2)
+    full = _from_hf(m, [emb])
+    (s0,), (s1,) = (m.to_hf_shard(m.shard(full, 2, r), DIMS, 2, r) for r in range(2))
+    assert s0.span == (0, 0, 4) and torch.equal(_slices(s0), emb[:4])
+    assert s1.span == (0, 4, 5) and torch.equal(_slices(s1), emb[4:])
+    dims = Dims(num_heads=4, num_groups=2, head_dim=1, vocab_size=3, padded_vocab_size=8)
+    (s1,) = m.to_hf_shard(torch.zeros(4, 2), dims, 2, 1)
+    assert s1.span == (0, 3, 3) and s1.rows == 0
