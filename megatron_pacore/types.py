@@ -7,7 +7,10 @@ they serialise to JSON lines with `dataclasses.asdict` and back with `from_dict`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:  # annotations only: this module stays torch-free (CLI start-up)
+    import torch
 
 Chat = list[dict[str, Any]]
 """An OpenAI-style chat: a list of {"role": ..., "content": ...} turns."""
@@ -225,3 +228,29 @@ class ProblemResult:
 def as_dict(record: Any) -> dict[str, Any]:
     """dataclasses.asdict, named for the call sites that serialise records."""
     return asdict(record)
+
+
+@dataclass(frozen=True)
+class HFShard:
+    """One tensor-parallel rank's slice of one Hugging Face tensor, without a copy: what the
+    actor's per-rank export (checkpoint.rank_export) hands the engine's loader
+    (inference.shard_load).
+
+    The slice is indices [start, stop) of the HF tensor along `axis` (None: the whole tensor,
+    replicated on every rank); `parts` are row blocks (dim 0) that stacked in order make it,
+    e.g. one block per query group of Megatron's interleaved QKV, views of the rank's shard.
+    """
+
+    axis: Optional[int]
+    start: int
+    stop: int
+    parts: tuple["torch.Tensor", ...]
+
+    @property
+    def span(self) -> tuple[Optional[int], int, int]:
+        """(axis, start, stop): where the slice sits in the HF tensor."""
+        return (self.axis, self.start, self.stop)
+
+    @property
+    def rows(self) -> int:
+        return sum(p.shape[0] for p in self.parts)

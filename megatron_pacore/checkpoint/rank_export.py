@@ -32,7 +32,7 @@ import torch.distributed as dist
 from megatron_pacore.checkpoint.hf_io import expected_shapes
 from megatron_pacore.checkpoint.loader import megatron_parameters
 from megatron_pacore.checkpoint.mapping import Table
-from megatron_pacore.checkpoint.transforms import HFShard
+from megatron_pacore.types import HFShard
 from megatron_pacore.hf_config import dims_of
 from megatron_pacore.training.models import ModelInfo, unwrap
 from megatron_pacore.training.parallel import ParallelGroups

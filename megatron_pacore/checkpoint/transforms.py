@@ -37,6 +37,7 @@ from typing import ClassVar, Optional, Protocol
 import torch
 
 from megatron_pacore.hf_config import Dims
+from megatron_pacore.types import HFShard  # noqa: F401  (re-exported: the mappings build them)
 
 Shape = tuple[int, ...]
 
@@ -75,30 +76,6 @@ def _read(src: HFSource, name: str, out: torch.Tensor, start: int = 0) -> None:
         src.read_rows(name, out, start)
     else:
         out.copy_(src.read_rows(name, torch.empty(out.shape, dtype=src.get_dtype(name)), start))
-
-
-@dataclass(frozen=True)
-class HFShard:
-    """One tensor-parallel rank's slice of one Hugging Face tensor, without a copy.
-
-    The slice is indices [start, stop) of the HF tensor along `axis` (None: the whole tensor,
-    replicated on every rank); `parts` are row blocks (dim 0) that stacked in order make it,
-    e.g. one block per query group of Megatron's interleaved QKV, views of the rank's shard.
-    """
-
-    axis: Optional[int]
-    start: int
-    stop: int
-    parts: tuple[torch.Tensor, ...]
-
-    @property
-    def span(self) -> tuple[Optional[int], int, int]:
-        """(axis, start, stop): where the slice sits in the HF tensor."""
-        return (self.axis, self.start, self.stop)
-
-    @property
-    def rows(self) -> int:
-        return sum(p.shape[0] for p in self.parts)
 
 
 @dataclass(frozen=True)

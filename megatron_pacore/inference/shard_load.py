@@ -37,7 +37,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from megatron_pacore.checkpoint.transforms import HFShard
+from megatron_pacore.types import HFShard
 from megatron_pacore.inference.rollout_types import SyncStats
 from megatron_pacore.inference.weight_check import SHARD_ORDER, engine_target
 

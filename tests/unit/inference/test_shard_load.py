@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from megatron_pacore.checkpoint.transforms import HFShard
+from megatron_pacore.types import HFShard
 from megatron_pacore.inference.rollout_types import WeightSyncConfig
 from megatron_pacore.inference.shard_load import _one_block, _stack
 
