@@ -153,3 +153,26 @@ def test_bad_config_names_the_field(tiny_model, tmp_path):
     proc = run_train(cfg, "sampler.min_messages=0", timeout=300)
     assert proc.returncode != 0
     assert "sampler.min_messages" in proc.stderr
+
+
+def test_data_parallel_replicas_at_tp1_split_the_prompts_and_sync_exactly(tiny_model, tmp_path):
+    """parallel.tp=1 on 2 processes: a DP=2 actor and critic and two vLLM replicas (external
+    launcher, data_parallel_size=2), each generating its share of the prompts; every sample is
+    still graded and logged once, and each replica's engine equals the actor after each sync."""
+    data = tmp_path / "stage1.jsonl"
+    write_records(data)
+    cfg = tmp_path / "dp.yaml"
+    write_config(cfg, tiny_model, data, tmp_path / "dp", 2)
+    proc = run_train(cfg, "parallel.tp=1", "sampler.num_problems=3")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    rows = metrics(tmp_path / "dp")
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert all(r["rollout/weight_max_abs_diff"] == 0.0 for r in rows)
+    assert all(r["actor/rollout_logprob_diff"] < 1e-3 for r in rows)
+    for it in (1, 2):
+        lines = [json.loads(l) for l in (tmp_path / "dp" / "rollouts" / f"iter_{it:07d}.jsonl").read_text().splitlines()]
+        # 3 problems x 3 samples, each (problem, sample) exactly once, though an odd number of
+        # prompts is split over the two replicas.
+        assert sorted((r["id"], r["sample"]) for r in lines) == sorted(
+            {(r["id"], r["sample"]) for r in lines}) and len(lines) == 9
+        assert len({r["id"] for r in lines}) == 3
