@@ -204,11 +204,16 @@ def token_batches(encoded: list[tuple[list[int], int]], batch_tokens: int) -> li
     return groups
 
 
-def encode_example(tokenizer: Any, chat: list[dict[str, str]], target: str) -> tuple[list[int], int]:
-    """(token ids, prompt length): the prompt exactly as the vLLM generator renders it
-    (chat template with the generation prompt, no extra specials), then the target and EOS."""
+def encode_prompt(tokenizer: Any, chat: list[dict[str, str]]) -> list[int]:
+    """The prompt's token ids exactly as the vLLM generator renders it (chat template with the
+    generation prompt, no extra specials)."""
     prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    return tokenizer.encode(prompt, add_special_tokens=False)
+
+
+def encode_example(tokenizer: Any, chat: list[dict[str, str]], target: str) -> tuple[list[int], int]:
+    """(token ids, prompt length): the prompt (`encode_prompt`), then the target and EOS."""
+    prompt_ids = encode_prompt(tokenizer, chat)
     target_ids = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
     return prompt_ids + target_ids, len(prompt_ids)
 
@@ -229,30 +234,33 @@ def _batch(encoded: list[tuple[list[int], int]], pad_id: int):
     return input_ids, mask, labels
 
 
-def answer_probability(model: Any, tokenizer: Any, task: ToyTask) -> float:
-    """Mean over the train problems of P(right answer and "}" | prompt, response prefix): the
-    expected strict reward of a temperature-1.0 sample, from one forward pass, without
-    sampling."""
+def span_probabilities(model: Any, pad_id: int, rows: list[tuple[list[int], int, int]]) -> list[float]:
+    """For each (token ids, lo, hi): P(ids[lo:hi] | ids[:lo]) under `model`, from one batched
+    forward pass in eval mode without gradients (the model's mode is restored)."""
     import torch
 
-    rows, spans = [], []
-    for a, b in task.split_orderings()[0]:
-        chat = [{"role": "user", "content": task.problem_text(a, b)}]
-        full, n_prompt = encode_example(tokenizer, chat, plain_target(task, a, b, task.answer(a, b)))
-        n_prefix = len(tokenizer.encode(response_prefix(task, a, b), add_special_tokens=False))
-        rows.append((full, n_prompt))
-        spans.append((n_prompt + n_prefix, len(full) - 1))  # the answer and "}", not EOS
-    input_ids, mask, _ = _batch(rows, tokenizer.pad_token_id)
+    input_ids, mask, _ = _batch([(ids, lo) for ids, lo, _ in rows], pad_id)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         logprobs = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
     model.train(was_training)
-    total = 0.0
-    for row, (lo, hi) in enumerate(spans):
-        targets = input_ids[row, lo:hi]
-        total += float(logprobs[row, lo - 1: hi - 1].gather(-1, targets[:, None]).sum().exp())
-    return total / len(spans)
+    return [float(logprobs[row, lo - 1: hi - 1].gather(-1, input_ids[row, lo:hi, None]).sum().exp())
+            for row, (_, lo, hi) in enumerate(rows)]
+
+
+def answer_probability(model: Any, tokenizer: Any, task: ToyTask) -> float:
+    """Mean over the train problems of P(right answer and "}" | prompt, response prefix): the
+    expected strict reward of a temperature-1.0 sample, from one forward pass, without
+    sampling."""
+    rows = []
+    for a, b in task.split_orderings()[0]:
+        chat = [{"role": "user", "content": task.problem_text(a, b)}]
+        full, n_prompt = encode_example(tokenizer, chat, plain_target(task, a, b, task.answer(a, b)))
+        n_prefix = len(tokenizer.encode(response_prefix(task, a, b), add_special_tokens=False))
+        rows.append((full, n_prompt + n_prefix, len(full) - 1))  # the answer and "}", not EOS
+    probs = span_probabilities(model, tokenizer.pad_token_id, rows)
+    return sum(probs) / len(probs)
 
 
 def copy_fidelity(model: Any, tokenizer: Any, task: ToyTask, cfg: WarmStartConfig,
@@ -266,43 +274,26 @@ def copy_fidelity(model: Any, tokenizer: Any, task: ToyTask, cfg: WarmStartConfi
     beside `reference_accuracy`, the mean share of right references (what adopting a
     uniformly chosen reference scores).
     """
-    import torch
-
     rng = random.Random(f"warm-start/probe/{cfg.seed}")
-    rows = make_problems(task, "train", len(task.split_orderings()[0]))
-    encoded, cases = [], []
+    problems = make_problems(task, "train", len(task.split_orderings()[0]))
+    rows, owners = [], []
+    fidelity = expected = ref_acc = 0.0
     for _ in range(count):
-        row = rows[rng.randrange(len(rows))]
-        a, b = row["operands"]
+        problem = problems[rng.randrange(len(problems))]
+        a, b = problem["operands"]
         right = task.answer(a, b)
-        chat, answers = synthesis_case(rng, cfg, row["problem"], right)
-        prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        prefix = response_prefix(task, a, b)
-        ids = tokenizer.encode(prompt, add_special_tokens=False) + tokenizer.encode(prefix, add_special_tokens=False)
-        encoded.append((ids, len(ids)))
-        cases.append((answers, right))
-    # One row per (case, distinct answer): the probability of the answer's tokens and the
-    # closing brace (the brace keeps "1" from counting as a prefix of "12").
-    seqs, spans, owners = [], [], []
-    for case, ((ids, n), (answers, right)) in enumerate(zip(encoded, cases)):
+        chat, answers = synthesis_case(rng, cfg, problem["problem"], right)
+        ref_acc += sum(x == right for x in answers) / len(answers)
+        ids = encode_prompt(tokenizer, chat) + tokenizer.encode(response_prefix(task, a, b), add_special_tokens=False)
+        # One row per distinct answer: the probability of the answer's tokens and the closing
+        # brace (the brace keeps "1" from counting as a prefix of "12").
         for x in sorted(set(answers) | {right}):
             tail = tokenizer.encode(f"{x}}}", add_special_tokens=False)
-            seqs.append((ids + tail, n))
-            spans.append((n, n + len(tail)))
-            owners.append((case, x))
-    input_ids, mask, _ = _batch(seqs, tokenizer.pad_token_id)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1)
-    model.train(was_training)
-    fidelity = expected = ref_acc = 0.0
-    for row, ((lo, hi), (case, x)) in enumerate(zip(spans, owners)):
-        p = float(logprobs[row, lo - 1: hi - 1].gather(-1, input_ids[row, lo:hi, None]).sum().exp())
-        answers, right = cases[case]
-        fidelity += p if x in answers else 0.0
-        expected += p if x == right else 0.0
-    ref_acc = sum(sum(x == right for x in answers) / len(answers) for answers, right in cases)
+            rows.append((ids + tail, len(ids), len(ids) + len(tail)))
+            owners.append((x in answers, x == right))
+    for p, (in_references, is_right) in zip(span_probabilities(model, tokenizer.pad_token_id, rows), owners):
+        fidelity += p if in_references else 0.0
+        expected += p if is_right else 0.0
     return {"fidelity": fidelity / count, "expected_reward": expected / count, "reference_accuracy": ref_acc / count}
 
 
@@ -325,9 +316,9 @@ def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfi
     rng = random.Random(f"warm-start/steps/{cfg.seed}")
     kinds = ["synthesis" if rng.random() < cfg.synthesis_fraction else "plain" for _ in range(cfg.steps)]
     batches: dict[str, list] = {}
-    phase_b = cfg.synthesis_steps if cfg.copy_target is not None else 0
+    copy_steps = cfg.synthesis_steps if cfg.copy_target is not None else 0
     for kind in ("plain", "synthesis"):
-        n_steps = kinds.count(kind) + phase_b
+        n_steps = kinds.count(kind) + copy_steps
         if not n_steps:
             continue
         probe = encode_example(tokenizer, *make_examples(task, cfg, kind, 1)[0])[0]
@@ -382,14 +373,14 @@ def warm_start(base: PathLike, out: PathLike, task: ToyTask, cfg: WarmStartConfi
     # accuracy 0.36 -> 0.08 over 35 steps).
     copy = None
     lr_copy = lr_at(steps_plain - 1)
-    for step in range(phase_b):
+    for step in range(copy_steps):
         if step % cfg.check_every == 0:
             copy = copy_fidelity(model, tokenizer, task, cfg)
             log.info("warm start copy phase step %d: %s", step, {k: round(v, 3) for k, v in copy.items()})
             if copy["fidelity"] >= cfg.copy_target:
                 break
         train_step("plain" if rng.random() < cfg.copy_plain_fraction else "synthesis", lr_copy)
-    if phase_b:
+    if copy_steps:
         copy = copy_fidelity(model, tokenizer, task, cfg)
         expected = answer_probability(model, tokenizer, task)
         log.info("warm start: expected accuracy %.3f, copy %s", expected, {k: round(v, 3) for k, v in copy.items()})
