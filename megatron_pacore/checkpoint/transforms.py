@@ -37,7 +37,7 @@ from typing import ClassVar, Optional, Protocol
 import torch
 
 from megatron_pacore.hf_config import Dims
-from megatron_pacore.types import HFShard  # noqa: F401  (re-exported: the mappings build them)
+from megatron_pacore.types import HFShard
 
 Shape = tuple[int, ...]
 
