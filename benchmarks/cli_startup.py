@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,12 +35,9 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from megatron_pacore.testing.vllm_server import free_port, start_vllm_server, stop_process_group, wait_healthy  # noqa: E402
 
 
 class TimingProxy:
@@ -112,47 +108,6 @@ def process_cpu_s(pid: int) -> Optional[float]:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def start_server(model: str, port: int, log_path: Path) -> subprocess.Popen:
-    """The tiny model's server, flags for start-up time only (see tests/integration/conftest.py)."""
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
-           "--seed", "0", "--enforce-eager", "--distributed-executor-backend", "uni"]
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def wait_healthy(proc: subprocess.Popen, port: int, log_path: Path, deadline_s: float = 300.0) -> None:
-    import urllib.request
-
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not healthy after {deadline_s:.0f} s:\n{log_path.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-
 def make_model(directory: str) -> str:
     from megatron_pacore.testing.tiny import make_tiny_model
 
@@ -200,11 +155,11 @@ def main() -> None:
         print(f"{name}: megatron_pacore from PYTHONPATH={env['PYTHONPATH']}", flush=True)
 
     port = free_port()
-    server = start_server(model, port, work / "server.log")
+    server = start_vllm_server(model, port, work / "server.log", max_model_len=2048)
     figures: dict[str, list[float]] = {name: [] for name in trees}
     cpu_figures: dict[str, list[float]] = {name: [] for name in trees}
     try:
-        wait_healthy(server, port, work / "server.log")
+        wait_healthy(server, port, work / "server.log", deadline_s=300.0)
         proxy = TimingProxy(port)
         url = f"http://127.0.0.1:{proxy.port}/v1"
 
@@ -222,7 +177,7 @@ def main() -> None:
                     figures[name].append(first)
                     cpu_figures[name].append(first_cpu)
     finally:
-        stop(server)
+        stop_process_group(server)
     for name in trees:
         print(f"{name}: CPU seconds to the first request, median {statistics.median(cpu_figures[name]):.3f}")
     if args.compare:

