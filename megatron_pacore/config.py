@@ -4,13 +4,18 @@ A job's config is composed of parts, each checked once where it is defined:
 
     InferConfig (`pacore infer`)            EvalConfig (`pacore eval`, in eval/config.py)
       input, output, level | widths,          report, benchmark, levels | widths, runs,
-      resume, limit                           methods, pool, limit, grade_workers, ...
+      resume, limit                           methods, pool, limit, ...
       generation: GenerationOptions           generation: GenerationOptions
         model, concurrency, max_retries, reference_order, max_message_tokens, vllm_args
         sampling: SamplingSettings (types.py)   max_tokens, temperature, top_p, seed
         server: ServerOptions                   served_model_name, stream
+                                              grading: GradingOptions    workers, timeout_s
 
-The trainer's config takes a GenerationOptions (or only its SamplingSettings) the same way.
+The curriculum tools' configs (data/pool_job.py, data/curriculum_filter.py,
+data/synthesis_filter.py) compose the same GenerationOptions and GradingOptions.
+
+The trainer's config (train_config.py) has a rollout part of its own instead: its engine is
+colocated in the trainer's processes and built from the actor's model and layout.
 YAML files are instances of these classes; `load_config` merges defaults, a YAML file,
 command-line flags and dotted `key=value` overrides (e.g. `generation.sampling.seed=0`)
 through omegaconf, so a misspelt key or a wrong type is an error naming it. The `pacore`
@@ -36,6 +41,12 @@ def check_at_least(name: str, value: Optional[float], low: float) -> None:
         raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
+def check_above(name: str, value: Optional[float], low: float) -> None:
+    """`value > low` (None passes), else a ValueError naming the field."""
+    if value is not None and not value > low:
+        raise ValueError(f"{name} must be > {low}, got {value}")
+
+
 def check_one_of(name: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
@@ -54,7 +65,7 @@ class ServerOptions:
 @dataclass(kw_only=True)
 class GenerationOptions:
     """What generates the trajectories and how: shared by `pacore infer`, `pacore eval` and
-    the trainer's rollouts. Every limit of these fields is checked here, once."""
+    the curriculum tools. Every limit of these fields is checked here, once."""
 
     model: str = ""
     """checkpoint directory (in-process vLLM) or http(s):// server URL"""
@@ -86,6 +97,37 @@ class GenerationOptions:
         """The arguments of `inference.factory.make_generator` / `open_generator`."""
         return {"model": self.model, "vllm_args": self.vllm_args or None,
                 "served_model_name": self.server.served_model_name, "stream": self.server.stream}
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the engine's answers, flat: model, the sampling fields, reference order
+        and message bound. Jobs that resume keep (a subset of) these in their output directory
+        (data/settings_file.py) and refuse a rerun that differs."""
+        s = self.sampling
+        return {"model": self.model, "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
+                "seed": s.seed, "reference_order": self.reference_order,
+                "max_message_tokens": self.max_message_tokens}
+
+    def refuse(self, names: Sequence[str], job: str) -> None:
+        """A ValueError naming the first of `names` set to other than its default: options that
+        `job` has no use for are a mistake to report, not to ignore."""
+        for f in dataclasses.fields(self):
+            if f.name in names and getattr(self, f.name) != f.default:
+                raise ValueError(f"generation.{f.name}={getattr(self, f.name)!r}: {job} does not use it")
+
+
+@dataclass(kw_only=True)
+class GradingOptions:
+    """How responses are graded: processes (math-verify) or concurrent sandboxes (code), and
+    the time each response may take."""
+
+    workers: Optional[int] = field(default=None, metadata={"flag": "--grade-workers"})
+    """grading processes and concurrent code sandboxes (default: the CPU count)"""
+    timeout_s: float = field(default=10.0, metadata={"flag": "--grade-timeout"})
+    """seconds per graded math response"""
+
+    def __post_init__(self) -> None:
+        check_at_least("grading.workers", self.workers, 1)
+        check_above("grading.timeout_s", self.timeout_s, 0)
 
 
 @dataclass(kw_only=True)

@@ -3,15 +3,20 @@
 Every leaf field of a config tree becomes one flag named after the field (`max_tokens` ->
 `--max-tokens`, wherever it nests), with the field's docstring as `--help`. A field's
 `metadata` may refine its flag: `flag` (another name), `choices`, `type` (a parser of the
-flag's text), `nargs`, `metavar`, or `cli: False` (YAML only). Booleans are switches; a dict
-field takes repeatable `KEY=VALUE` pairs (values parsed as JSON where they parse).
+flag's text; its ValueError is the flag's error), `nargs` (a list field's flag may repeat:
+the values add up), `metavar`, or `cli: False` (YAML only). A boolean that defaults to False
+is a switch (`--stream`); one that defaults to True has `--no-` too (`--no-dedup`); a dict
+field takes repeatable `KEY=VALUE` pairs (values parsed as JSON where they parse). A command
+may leave fields out (`exclude`: fields its job refuses) or give a field more flags
+(`aliases`: `--checkpoint` for generation.model in curriculum stage 2).
 
 Every command also takes `--config FILE.yaml` and positional dotted `KEY=VALUE` overrides.
 Precedence, lowest first: the dataclass defaults, the YAML file, the flags given, the
 overrides. A flag not given leaves the lower layers alone (its argparse default is SUPPRESS).
 
-This module is the shared argument wiring of `pacore infer` and `pacore eval`: the jobs
-(infer.py, eval/) take configs and never import cli.py.
+This module is the shared argument wiring of `pacore infer`, `pacore eval` and
+tools/build_curriculum.py: the jobs (infer.py, eval/, data/) take configs and never import
+a command line.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import dataclasses
 import functools
 import sys
 import typing
-from typing import Any, Optional, Type, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, Type, TypeVar
 
 from megatron_pacore.config import load_config
 
@@ -81,7 +86,7 @@ def _default_text(f: dataclasses.Field) -> str:
         value = f.default_factory()
     else:
         return ""
-    if value in (None, "", {}, False):
+    if value in (None, "", {}, [], False):
         return ""
     return f" (default: {','.join(value) if isinstance(value, list) else value})"
 
@@ -105,18 +110,52 @@ def parse_key_values(pairs: list[str], flag: str = "--vllm-arg") -> dict[str, An
     return out
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per leaf field of `cls` (see the module doc), `--config` and overrides."""
+def _cli_leaves(cls: type, exclude: Sequence[str] = ()):
+    """(dotted path, field, type, owner) of the leaves that get a flag."""
+    for path, f, kind, owner in _leaves(cls):
+        if f.metadata.get("cli", True) is not False and path not in exclude:
+            yield path, f, kind, owner
+
+
+def config_flags(cls: type, exclude: Sequence[str] = (), aliases: Optional[Mapping[str, Sequence[str]]] = None,
+                 ) -> set[str]:
+    """Every option string `add_config_arguments` gives `cls` (a boolean's `--no-` form too)."""
+    flags = {"--config"}
+    for path, f, kind, _ in _cli_leaves(cls, exclude):
+        names = [_flag(f), *(aliases or {}).get(path, ())]
+        flags.update(names)
+        if _scalar(kind) is bool and f.default is True:
+            flags.update("--no-" + n[2:] for n in names)
+    return flags
+
+
+def _parse_text(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` for argparse: its ValueError's own words become the flag's error (argparse
+    would otherwise print only "invalid <function name> value")."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: Sequence[str] = (),
+                         aliases: Optional[Mapping[str, Sequence[str]]] = None) -> None:
+    """One flag per leaf field of `cls` (see the module doc), `--config` and overrides.
+
+    `exclude`: dotted paths of fields that get no flag; `aliases`: dotted path -> more flags.
+    """
     seen: dict[str, str] = {}
     groups: dict[type, Any] = {}
-    for path, f, kind, owner in _leaves(cls):
+    for path, f, kind, owner in _cli_leaves(cls, exclude):
         meta = f.metadata
-        if meta.get("cli", True) is False:
-            continue
-        flag = _flag(f)
-        if flag in seen:
-            raise TypeError(f"{cls.__name__}: fields {seen[flag]} and {path} would share the flag {flag}")
-        seen[flag] = path
+        flags = [*(aliases or {}).get(path, ()), _flag(f)]  # usage lines show the first
+        for flag in flags:
+            if flag in seen:
+                raise TypeError(f"{cls.__name__}: fields {seen[flag]} and {path} would share the flag {flag}")
+            seen[flag] = path
         if owner is cls:
             group: Any = parser
         else:
@@ -127,17 +166,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                   help=field_docs(owner).get(f.name, "") + _default_text(f))
         base = _scalar(kind)
         if base is bool:
-            kw["action"] = "store_true"
+            kw["action"] = argparse.BooleanOptionalAction if f.default is True else "store_true"
         elif typing.get_origin(base) is dict:
             kw.update(action="append", metavar="KEY=VALUE")  # parsed in config_from_args
         else:
-            kw["type"] = meta.get("type", base if base in (int, float) else str)
+            kw["type"] = _parse_text(meta["type"]) if "type" in meta else base if base in (int, float) else str
             if "choices" not in meta:
                 kw["metavar"] = f.name.upper()
             for key in ("choices", "nargs", "metavar"):
                 if key in meta:
                     kw[key] = list(meta[key]) if key == "choices" else meta[key]
-        group.add_argument(flag, **kw)
+            if "nargs" in meta and typing.get_origin(base) is list:
+                kw["action"] = "extend"  # --decontaminate a.jsonl --decontaminate b.jsonl: both
+        group.add_argument(*flags, **kw)
     parser.add_argument("--config", metavar="FILE.yaml", default=None,
                         help=f"a YAML file of {cls.__name__} fields (see README); flags and overrides win over it")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",

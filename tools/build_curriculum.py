@@ -3,6 +3,7 @@
 
     build_curriculum.py pool  --model DIR_OR_URL --problems FILE --num-messages 24 --out DIR
                               [--shard i/N] [--max-tokens N] [--temperature T] [--seed S] ...
+                              [--config pool.yaml] [KEY=VALUE ...]
     build_curriculum.py merge --out DIR [--problems FILE]
     build_curriculum.py filter --stage 1 --domain math|code --input FILE --out DIR
                               [--decontaminate BENCH.jsonl ...] [--max-accuracy 9/24] ...
@@ -19,7 +20,10 @@ benchmark overlap; `filter --stage 2` keeps those a stage-1 checkpoint synthesis
 sometimes but not always. `stats` counts a file's problems and plots its message accuracy;
 `export`/`import` convert to and from the released PaCoRe-Train-8k rows. The logic lives in
 megatron_pacore.data (pool, pool_job, curriculum_filter, synthesis_filter, curriculum_stats,
-released); this is its command line.
+released); this is its command line. The flags of `pool` and `filter --stage N` are derived
+from their configs (PoolJobConfig, Stage1FilterConfig, Stage2FilterConfig) as `pacore`'s are
+(megatron_pacore/config_cli.py): each also takes `--config FILE.yaml` and dotted overrides,
+and `--help` shows the fields' docs.
 """
 from __future__ import annotations
 
@@ -30,52 +34,52 @@ import sys
 from typing import Optional, Sequence
 
 
-def add_generation_flags(p: argparse.ArgumentParser) -> None:
-    """The sampling, retry and engine flags that `pacore infer` also takes (one place, so
-    they can follow the config dataclasses when those generate the flags)."""
-    p.add_argument("--max-tokens", type=int, default=None, help="tokens per message (default: up to the context)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None, help="base seed, moved per problem")
-    p.add_argument("--concurrency", type=int, default=64, help="requests (each of n = --num-messages) in flight")
-    p.add_argument("--max-retries", type=int, default=3, help="extra attempts for a failed sample")
-    p.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    p.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="in-process engine option, repeatable (tensor_parallel_size=2, max_model_len=32768, ...)")
-    p.add_argument("--served-model-name", default=None, help="server model name (default: from /v1/models)")
-    p.add_argument("--stream", action="store_true", help="stream server responses")
+# Options a job has no use for get no flag (and are refused from YAML by the config itself);
+# stage 2 also takes its model as --checkpoint (the stage-1 checkpoint).
+POOL_CLI = dict(exclude=("generation.reference_order", "generation.max_message_tokens"))
+STAGE_CLI = {1: {}, 2: dict(exclude=("generation.max_message_tokens",),
+                            aliases={"generation.model": ("--checkpoint",)})}
 
 
-def pool_config_from_args(args: argparse.Namespace):
-    from megatron_pacore.config_cli import parse_key_values
-    from megatron_pacore.data.pool_job import PoolJobConfig
+def stage_config_class(stage: int) -> type:
+    if stage == 1:
+        from megatron_pacore.data.curriculum_filter import Stage1FilterConfig
 
-    return PoolJobConfig(
-        model=args.model, problems=args.problems, out=args.out, num_messages=args.num_messages,
-        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        concurrency=args.concurrency, max_retries=args.max_retries, shard=args.shard, limit=args.limit,
-        vllm_args=parse_key_values(args.vllm_arg), served_model_name=args.served_model_name,
-        stream=args.stream, grade_workers=args.grade_workers, grade_timeout_s=args.grade_timeout,
-    )
+        return Stage1FilterConfig
+    from megatron_pacore.data.synthesis_filter import Stage2FilterConfig
+
+    return Stage2FilterConfig
+
+
+def stage_parser(stage: int) -> argparse.ArgumentParser:
+    """The flags of `filter --stage N`, derived from its config (config_cli.py)."""
+    from megatron_pacore.config_cli import add_config_arguments
+
+    cls = stage_config_class(stage)
+    parser = argparse.ArgumentParser(prog=f"build_curriculum.py filter --stage {stage}",
+                                     description=(cls.__doc__ or "").split("\n")[0])
+    add_config_arguments(parser, cls, **STAGE_CLI[stage])
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from megatron_pacore.config_cli import add_config_arguments
+    from megatron_pacore.data.pool_job import PoolJobConfig
+
     parser = argparse.ArgumentParser(prog="build_curriculum.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    pool = sub.add_parser("pool", help="generate and grade each problem's message pool")
-    pool.add_argument("--model", required=True, help="checkpoint directory (in-process vLLM) or http(s):// URL")
-    pool.add_argument("--problems", required=True, help="JSONL: {id, problem, answer}, {id, messages} or training rows")
-    pool.add_argument("--out", required=True, help="output directory")
-    pool.add_argument("--num-messages", type=int, default=24, help="messages per problem (paper: 24)")
-    pool.add_argument("--shard", default="0/1", help="i/N: build shard i of N (by crc32 of the id)")
-    pool.add_argument("--grade-workers", type=int, default=None, help="grading processes (default: CPU count)")
-    pool.add_argument("--grade-timeout", type=float, default=10.0, help="seconds per graded math message")
-    add_generation_flags(pool)
+    pool = sub.add_parser("pool", help="generate and grade each problem's message pool",
+                          description=(PoolJobConfig.__doc__ or "").split("\n")[0])
+    add_config_arguments(pool, PoolJobConfig, **POOL_CLI)
     merge = sub.add_parser("merge", help="join the shard files of DIR into DIR/pool.jsonl")
     merge.add_argument("--out", required=True, help="the directory the shards were written to")
     merge.add_argument("--problems", default=None, help="check that every problem of this file is present")
     merge.add_argument("--output", default=None, help="merged file (default: DIR/pool.jsonl)")
-    add_filter_parser(sub)
+    # filter's flags depend on --stage: the rest of its command line is parsed by stage_parser
+    f = sub.add_parser("filter", add_help=False,
+                       help="curriculum stage 1 (accuracy, dedup, decontamination) or stage 2 (synthesis)")
+    f.add_argument("--stage", type=int, choices=(1, 2), default=None)
+    f.add_argument("-h", "--help", action="store_true", dest="filter_help")
     stats = sub.add_parser("stats", help="problems per source and domain, message-accuracy histogram")
     stats.add_argument("--input", required=True, help="training records (.jsonl, .json or .parquet)")
     stats.add_argument("--out", default=None, help="write DIR/stats.json and DIR/message_accuracy.png")
@@ -91,91 +95,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_filter_parser(sub) -> None:
-    f = sub.add_parser("filter", help="curriculum stage 1 (accuracy, dedup, decontamination) or stage 2 (synthesis)")
-    f.add_argument("--stage", type=int, choices=(1, 2), required=True)
-    f.add_argument("--input", required=True, help="training records (.jsonl, .json or .parquet; ours or released)")
-    f.add_argument("--out", required=True, help="output directory (kept.jsonl, removed.jsonl, summary.json)")
-    s1 = f.add_argument_group("stage 1")
-    s1.add_argument("--domain", choices=("math", "code"), default=None, help="the domain filtered (stage 1: required)")
-    s1.add_argument("--min-accuracy", default="0", help="keep message accuracy > this (default 0)")
-    s1.add_argument("--max-accuracy", default=None, help="keep message accuracy < this (default 9/24 math, 15/24 code)")
-    s1.add_argument("--no-accuracy-filter", action="store_true",
-                    help="dedup and decontaminate only (the clean set stage 2 measures)")
-    s1.add_argument("--no-dedup", action="store_true", help="keep duplicate problems")
-    s1.add_argument("--near-duplicate-jaccard", type=float, default=0.8,
-                    help="shingle Jaccard of near duplicates (default 0.8); 0 = exact duplicates only")
-    s1.add_argument("--shingle-size", type=int, default=5, help="tokens per shingle (default 5)")
-    s1.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
-    s1.add_argument("--decontaminate", nargs="+", action="extend", default=[], metavar="BENCH.jsonl",
-                    help="benchmark files whose problems' word n-grams remove a training problem")
-    s1.add_argument("--ngram", type=int, default=13, help="words per contamination n-gram (default 13)")
-    s2 = f.add_argument_group("stage 2")
-    s2.add_argument("--checkpoint", default=None, help="stage-1 checkpoint directory or http(s):// URL (stage 2: required)")
-    s2.add_argument("--samples", type=int, default=16, help="synthesis prompts per problem (default 16)")
-    s2.add_argument("--min-messages", type=int, default=16, help="smallest |M| (default 16)")
-    s2.add_argument("--max-messages", type=int, default=24, help="largest |M| (default 24)")
-    s2.add_argument("--message-seed", type=int, default=0, help="seed of the message draws")
-    s2.add_argument("--save-responses", action="store_true", help="record every answer's text")
-    f.add_argument("--grade-workers", type=int, default=None, help="grading processes (default: CPU count)")
-    f.add_argument("--grade-timeout", type=float, default=10.0, help="seconds per graded math response")
-    add_generation_flags(f)
+def check_stage_options(stage: int, rest: Sequence[str]) -> None:
+    """Options of the other stage are a mistake, not something to ignore silently: a
+    ValueError naming them (argparse alone would only call them unrecognized)."""
+    from megatron_pacore.config_cli import config_flags
 
-
-def stage1_config_from_args(args: argparse.Namespace):
-    from megatron_pacore.data.curriculum_filter import Stage1FilterConfig, parse_fraction
-
-    if args.domain is None:
-        raise ValueError("filter --stage 1 needs --domain math or --domain code")
-    return Stage1FilterConfig(
-        input=args.input, out=args.out, domain=args.domain, min_accuracy=parse_fraction(args.min_accuracy),
-        max_accuracy=None if args.max_accuracy is None else parse_fraction(args.max_accuracy),
-        accuracy_filter=not args.no_accuracy_filter, dedup=not args.no_dedup, near_duplicate_jaccard=args.near_duplicate_jaccard or None,
-        shingle_size=args.shingle_size, num_perm=args.num_perm, decontaminate=list(args.decontaminate),
-        contamination_ngram=args.ngram, grade_workers=args.grade_workers, grade_timeout_s=args.grade_timeout,
-    )
-
-
-def stage2_config_from_args(args: argparse.Namespace):
-    from megatron_pacore.config_cli import parse_key_values
-    from megatron_pacore.data.synthesis_filter import Stage2FilterConfig
-
-    if not args.checkpoint:
-        raise ValueError("filter --stage 2 needs --checkpoint (the stage-1 checkpoint directory or server URL)")
-    return Stage2FilterConfig(
-        input=args.input, out=args.out, checkpoint=args.checkpoint, samples=args.samples,
-        min_messages=args.min_messages, max_messages=args.max_messages, message_seed=args.message_seed,
-        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        concurrency=args.concurrency, max_retries=args.max_retries, limit=args.limit,
-        vllm_args=parse_key_values(args.vllm_arg), served_model_name=args.served_model_name, stream=args.stream,
-        grade_workers=args.grade_workers, grade_timeout_s=args.grade_timeout, save_responses=args.save_responses,
-    )
-
-
-def check_stage_options(args: argparse.Namespace) -> None:
-    """Options of the other stage are a mistake, not something to ignore silently."""
-    stage1 = {"--domain": args.domain is not None, "--max-accuracy": args.max_accuracy is not None,
-              "--min-accuracy": args.min_accuracy != "0", "--no-dedup": args.no_dedup,
-              "--no-accuracy-filter": args.no_accuracy_filter, "--decontaminate": bool(args.decontaminate)}
-    stage2 = {"--checkpoint": args.checkpoint is not None, "--save-responses": args.save_responses}
-    wrong = [k for k, given in (stage2 if args.stage == 1 else stage1).items() if given]
+    other = 2 if stage == 1 else 1
+    mine = config_flags(stage_config_class(stage), **STAGE_CLI[stage])
+    theirs = config_flags(stage_config_class(other), **STAGE_CLI[other]) - mine
+    given = {arg.split("=", 1)[0] for arg in rest if arg.startswith("--")}
+    wrong = [flag for flag in sorted(given) if flag in theirs]
     if wrong:
-        other = 2 if args.stage == 1 else 1
-        raise ValueError(f"{', '.join(wrong)}: option(s) of filter --stage {other}, not of --stage {args.stage}")
+        raise ValueError(f"{', '.join(wrong)}: option(s) of filter --stage {other}, not of --stage {stage}")
 
 
-def run_filter(args: argparse.Namespace) -> int:
+def run_filter(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import json
 
-    check_stage_options(args)
+    from megatron_pacore.config_cli import config_from_args
+
+    if args.stage is None:
+        if args.filter_help:
+            for stage in (1, 2):
+                stage_parser(stage).print_help()
+                print()
+            return 0
+        raise ValueError("filter needs --stage 1 or --stage 2")
+    if args.filter_help:
+        rest = [*rest, "--help"]
+    check_stage_options(args.stage, rest)
+    cfg = config_from_args(stage_config_class(args.stage), stage_parser(args.stage).parse_args(rest))
     if args.stage == 1:
         from megatron_pacore.data.curriculum_filter import run_stage1
 
-        print(json.dumps(run_stage1(stage1_config_from_args(args))))
+        print(json.dumps(run_stage1(cfg)))
         return 0
     from megatron_pacore.data.synthesis_filter import run_stage2
 
-    summary = asyncio.run(run_stage2(stage2_config_from_args(args)))
+    summary = asyncio.run(run_stage2(cfg))
     print(json.dumps(summary))
     return 0 if summary["complete"] else 1
 
@@ -208,17 +165,24 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args, rest = parser.parse_known_args(argv)
+        if rest and args.command != "filter":
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    except SystemExit as e:  # a usage error (exit 2) or --help (exit 0), already printed
+        return int(e.code or 0)
     from megatron_pacore.inference.base import GenerationError
 
     try:
         if args.command == "pool":
-            from megatron_pacore.data.pool_job import run_pool_job
+            from megatron_pacore.config_cli import config_from_args
+            from megatron_pacore.data.pool_job import PoolJobConfig, run_pool_job
 
-            stats = asyncio.run(run_pool_job(pool_config_from_args(args)))
+            stats = asyncio.run(run_pool_job(config_from_args(PoolJobConfig, args)))
             return 0 if stats.failed_problems == 0 else 1
         if args.command == "filter":
-            return run_filter(args)
+            return run_filter(args, rest)
         if args.command == "stats":
             return run_stats(args)
         if args.command in ("export", "import"):
@@ -227,6 +191,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         merge_shards(args.out, args.problems, args.output)
         return 0
+    except SystemExit as e:  # the stage parser's usage error or --help
+        return int(e.code or 0)
     except (ValueError, GenerationError) as e:
         print(f"build_curriculum.py {args.command}: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1

@@ -34,6 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from megatron_pacore.config import GradingOptions, check_at_least
 from megatron_pacore.data.decontaminate import BenchmarkIndex
 from megatron_pacore.data.dedup import Deduplicator
 from megatron_pacore.data.train_records import DOMAINS, TrainRecord, read_train_records, record_to_row
@@ -61,44 +62,49 @@ def parse_fraction(text: str) -> float:
         raise ValueError(f"expected a number or a fraction like 9/24, got {text!r}") from None
 
 
+def _jaccard(text: str) -> Optional[float]:
+    """The flag's text of near_duplicate_jaccard: "0" means exact duplicates only (None)."""
+    return float(text) or None
+
+
 @dataclass(kw_only=True)
 class Stage1FilterConfig:
     """`build_curriculum.py filter --stage 1`: accuracy band, deduplication, decontamination."""
 
-    input: str
-    """Training records (.jsonl, .json or .parquet): our pool records or released rows."""
-    out: str
-    """Output directory: kept.jsonl, removed.jsonl, summary.json."""
-    domain: str = "math"
-    """The domain filtered ("math" or "code"); rows of the other domain are removed (reason domain)."""
-    min_accuracy: float = 0.0
-    """Keep message accuracy strictly above this (paper: 0)."""
-    max_accuracy: Optional[float] = None
-    """Keep message accuracy strictly below this; None: 9/24 for math, 15/24 for code (paper)."""
+    input: str = ""
+    """training records (.jsonl, .json or .parquet): our pool records or released rows"""
+    out: str = ""
+    """output directory: kept.jsonl, removed.jsonl, summary.json"""
+    domain: str = field(default="", metadata={"choices": DOMAINS})
+    """the domain filtered (required); rows of the other domain are removed (reason domain)"""
+    min_accuracy: float = field(default=0.0, metadata={"type": parse_fraction})
+    """keep message accuracy strictly above this (paper: 0)"""
+    max_accuracy: Optional[float] = field(default=None, metadata={"type": parse_fraction})
+    """keep message accuracy strictly below this, e.g. 9/24 (default: 9/24 for math, 15/24 for code, the paper's)"""
     accuracy_filter: bool = True
-    """Apply the accuracy band; False keeps every graded or ungraded pool (dedup and
-    decontamination only: the input of stage 2, which measures every clean problem)."""
+    """apply the accuracy band; --no-accuracy-filter keeps every graded or ungraded pool (dedup and
+    decontamination only: the input of stage 2, which measures every clean problem)"""
     dedup: bool = True
-    """Remove exact and near duplicates (the first occurrence is kept)."""
-    near_duplicate_jaccard: Optional[float] = 0.8
-    """Shingle-set Jaccard at or above which two problems are near duplicates; None: exact only."""
+    """remove exact and near duplicates (the first occurrence is kept)"""
+    near_duplicate_jaccard: Optional[float] = field(default=0.8, metadata={"type": _jaccard})
+    """shingle Jaccard at or above which two problems are near duplicates; 0 or None: exact duplicates only"""
     shingle_size: int = 5
-    """Tokens (words and symbols) per shingle of the near-duplicate test."""
+    """tokens (words and symbols) per shingle of the near-duplicate test"""
     num_perm: int = 128
-    """MinHash permutations of the LSH index."""
-    decontaminate: list[str] = field(default_factory=list)
-    """Benchmark JSONL files; a problem sharing a word n-gram with any of their problems is removed."""
-    contamination_ngram: int = 13
-    """Words per n-gram of the contamination test."""
-    grade_workers: Optional[int] = None
-    """Processes of the strict graders for rows without per-message correctness (None: CPU count)."""
-    grade_timeout_s: float = 10.0
-    """Seconds per graded math response."""
+    """MinHash permutations of the LSH index"""
+    decontaminate: list[str] = field(default_factory=list, metadata={"nargs": "+", "metavar": "BENCH.jsonl"})
+    """benchmark files; a problem sharing a word n-gram with any of their problems is removed"""
+    contamination_ngram: int = field(default=13, metadata={"flag": "--ngram"})
+    """words per n-gram of the contamination test"""
+    grading: GradingOptions = field(default_factory=GradingOptions)
+    """the strict graders of rows without per-message correctness (released rows)"""
 
     def __post_init__(self) -> None:
         for name in ("input", "out"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required")
+        if not self.domain:
+            raise ValueError(f"domain is required: one of {DOMAINS} (rows of the other domain are removed)")
         if self.domain not in DOMAINS:
             raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
         if self.max_accuracy is None:
@@ -108,19 +114,12 @@ class Stage1FilterConfig:
                              f"max_accuracy={self.max_accuracy}")
         if self.near_duplicate_jaccard is not None and not 0 < self.near_duplicate_jaccard <= 1:
             raise ValueError(f"near_duplicate_jaccard must be in (0, 1] or None, got {self.near_duplicate_jaccard}")
-        if self.shingle_size < 1:
-            raise ValueError(f"shingle_size must be >= 1, got {self.shingle_size}")
-        if self.num_perm < 2:
-            raise ValueError(f"num_perm must be >= 2, got {self.num_perm}")
-        if self.contamination_ngram < 1:
-            raise ValueError(f"contamination_ngram must be >= 1, got {self.contamination_ngram}")
+        check_at_least("shingle_size", self.shingle_size, 1)
+        check_at_least("num_perm", self.num_perm, 2)
+        check_at_least("contamination_ngram", self.contamination_ngram, 1)
         for path in self.decontaminate:
             if not Path(path).is_file():
                 raise ValueError(f"decontaminate: benchmark file not found: {path}")
-        if self.grade_workers is not None and self.grade_workers < 1:
-            raise ValueError(f"grade_workers must be >= 1 or None, got {self.grade_workers}")
-        if not self.grade_timeout_s > 0:
-            raise ValueError(f"grade_timeout_s must be > 0, got {self.grade_timeout_s}")
 
 
 @dataclass
@@ -224,7 +223,7 @@ def filter_stage1(records: Sequence[TrainRecord], cfg: Stage1FilterConfig, grade
         return FilterResult(kept=survivors, removed=[d for d in decided if d is not None])
     owned = None
     if grade is None and any(r.correct is None and r.responses for r in survivors):
-        owned = grade = StrictPoolGrader(cfg.grade_workers, cfg.grade_timeout_s)
+        owned = grade = StrictPoolGrader(cfg.grading.workers, cfg.grading.timeout_s)
     try:
         graded = iter(grade_missing(survivors, grade, progress=progress) if grade is not None else survivors)
     finally:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from megatron_pacore.config import check_at_least
 from megatron_pacore.data.io import JsonlWriter, iter_jsonl, problem_from_row
 from megatron_pacore.data.train_records import TrainRecord, read_train_records, record_to_row, write_train_records
 from megatron_pacore.inference.base import Generator
@@ -86,17 +87,13 @@ class PoolBuildConfig:
     """Only the first N problems of the file (before sharding)."""
 
     def __post_init__(self) -> None:
-        if self.num_messages < 1:
-            raise ValueError(f"num_messages must be >= 1, got {self.num_messages}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        check_at_least("num_messages", self.num_messages, 1)
+        check_at_least("concurrency", self.concurrency, 1)
+        check_at_least("max_retries", self.max_retries, 0)
         i, n = self.shard
         if n < 1 or not 0 <= i < n:
             raise ValueError(f"shard must be (i, N) with 0 <= i < N, got {self.shard}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        check_at_least("limit", self.limit, 1)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
     build_curriculum.py pool --model DIR_OR_URL --problems FILE --num-messages 24 --out DIR
                              [--shard i/N] [--max-tokens ...] [--temperature ...] ...
+                             [--config pool.yaml] [generation.sampling.seed=0 ...]
     build_curriculum.py merge --out DIR [--problems FILE]
 
 Each shard writes DIR/pool.shard-<i>-of-<N>.jsonl (DIR/pool.jsonl unsharded), appending one
@@ -20,6 +21,7 @@ from typing import Any, Optional
 
 from tqdm import tqdm
 
+from megatron_pacore.config import GenerationOptions, GradingOptions
 from megatron_pacore.data.train_records import TrainRecord
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.data.pool import (
@@ -33,94 +35,61 @@ from megatron_pacore.data.pool import (
     read_pool_problems,
     select_problems,
 )
-from megatron_pacore.types import SamplingSettings
+from megatron_pacore.data.settings_file import check_settings_file
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "pool.config.json"
-# Settings that change what a pool holds: a resumed run must agree on all of them.
+# Settings that change what a pool holds: a resumed run must agree on all of them. Flat, as
+# pool.config.json has always held them (model and sampling come from `generation`).
 _IDENTITY = ("model", "problems", "num_messages", "max_tokens", "temperature", "top_p", "seed", "limit")
+# Round-1 samples only: no synthesis prompt, so no reference order and no message bound.
+_UNUSED = ("reference_order", "max_message_tokens")
 
 
 @dataclass(kw_only=True)
 class PoolJobConfig:
     """`build_curriculum.py pool`: generate and grade the message pool of every problem."""
 
-    model: str
-    """Checkpoint directory (in-process vLLM) or http(s):// server URL."""
-    problems: str
-    """JSONL of problems: {id, problem, answer}, {id, messages, answer} or training rows."""
-    out: str
-    """Output directory (pool files and pool.config.json)."""
+    problems: str = ""
+    """JSONL of problems: {id, problem, answer}, {id, messages, answer} or training rows"""
+    out: str = ""
+    """output directory (pool files and pool.config.json)"""
     num_messages: int = 24
-    """Messages per problem (paper: 24)."""
-    max_tokens: Optional[int] = None
-    """Tokens per message (None: up to the model's context)."""
-    temperature: float = 1.0
-    """Sampling temperature (paper: 1.0)."""
-    top_p: float = 1.0
-    """Nucleus sampling."""
-    seed: Optional[int] = None
-    """Base sampling seed, moved per problem (None: unseeded)."""
-    concurrency: int = 64
-    """Requests (each of n = num_messages samples) in flight."""
-    max_retries: int = 3
-    """Extra attempts for a failed sample."""
+    """messages per problem (paper: 24)"""
     shard: str = "0/1"
-    """"i/N": this job's share of the problems (by crc32 of the id)."""
+    """i/N: build shard i of N (by crc32 of the id)"""
     limit: Optional[int] = None
-    """Only the first N problems of the file."""
-    vllm_args: dict[str, Any] = field(default_factory=dict)
-    """In-process engine options (tensor_parallel_size, max_model_len, ...)."""
-    served_model_name: Optional[str] = None
-    """Server model name (default: discovered from /v1/models)."""
-    stream: bool = False
-    """Stream server responses."""
-    grade_workers: Optional[int] = None
-    """Grading processes (default: the CPU count)."""
-    grade_timeout_s: float = 10.0
-    """Seconds per graded math message."""
+    """only the first N problems of the file"""
+    generation: GenerationOptions
+    """model, sampling (the seed is moved per problem), concurrency and engine"""
+    grading: GradingOptions = field(default_factory=GradingOptions)
+    """grading processes and time per message"""
 
     def __post_init__(self) -> None:
-        for name in ("model", "problems", "out"):
+        for name in ("problems", "out"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required")
-        if self.grade_timeout_s <= 0:
-            raise ValueError(f"grade_timeout_s must be > 0, got {self.grade_timeout_s}")
+        self.generation.refuse(_UNUSED, "the pool job (round-1 messages only)")
         self.build_config()  # the remaining fields are checked there
 
     def build_config(self) -> PoolBuildConfig:
         from megatron_pacore.data.pool import parse_shard
 
-        return PoolBuildConfig(
-            num_messages=self.num_messages,
-            sampling=SamplingSettings(max_tokens=self.max_tokens, temperature=self.temperature,
-                                      top_p=self.top_p, seed=self.seed),
-            concurrency=self.concurrency, max_retries=self.max_retries,
-            shard=parse_shard(self.shard), limit=self.limit,
-        )
+        g = self.generation
+        return PoolBuildConfig(num_messages=self.num_messages, sampling=g.sampling, concurrency=g.concurrency,
+                               max_retries=g.max_retries, shard=parse_shard(self.shard), limit=self.limit)
 
     def identity(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _IDENTITY}
+        flat = {**self.generation.settings(), "problems": self.problems, "num_messages": self.num_messages,
+                "limit": self.limit}
+        return {k: flat[k] for k in _IDENTITY}
 
 
 def check_config_file(cfg: PoolJobConfig) -> None:
     """Write DIR/pool.config.json, or compare with it: a resumed or parallel shard job with
     other generation settings is a ValueError naming the fields that differ."""
-    path = Path(cfg.out) / CONFIG_FILE
-    mine = cfg.identity()
-    if path.is_file():
-        theirs = json.loads(path.read_text())
-        diff = sorted(k for k in mine if theirs.get(k) != mine[k])
-        if diff:
-            details = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine[k]!r} here" for k in diff)
-            raise ValueError(f"{cfg.out} holds a pool built with other settings ({details}); "
-                             f"use another --out or the same settings")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(mine, indent=2) + "\n")
-    tmp.replace(path)
+    check_settings_file(Path(cfg.out) / CONFIG_FILE, cfg.identity(), "a pool")
 
 
 async def run_pool_job(cfg: PoolJobConfig, generator: Optional[Generator] = None) -> PoolStats:
@@ -138,9 +107,8 @@ async def run_pool_job(cfg: PoolJobConfig, generator: Optional[Generator] = None
     out = pool_path(cfg.out, build.shard)
     owned = generator is None
     if generator is None:
-        generator = await open_generator(model=cfg.model, vllm_args=cfg.vllm_args,
-                                         served_model_name=cfg.served_model_name, stream=cfg.stream)
-    grader = PoolGrader(cfg.grade_workers, cfg.grade_timeout_s)
+        generator = await open_generator(**cfg.generation.engine_kwargs())
+    grader = PoolGrader(cfg.grading.workers, cfg.grading.timeout_s)
     bar = tqdm(total=len(todo), desc=f"pool {cfg.shard}", unit="problem", dynamic_ncols=True)
     start, tokens, right = time.perf_counter(), 0, []
 

@@ -6,7 +6,7 @@
 For every problem (a training record with its message pool) the checkpoint answers `samples`
 synthesis prompts, each over its own draw of |M| ~ U(min_messages, max_messages) of the pool's
 messages, drawn and rendered exactly as the trainer's sampler does (data/sampler.py: compacted
-non-empty responses, without replacement, the released reference order,
+non-empty responses, without replacement, in `generation.reference_order` (released by default),
 `prompts.render_synthesis_prompt` in the last user turn). Each answer is graded strictly (the
 training reward: a finished `</think>`, not truncated, the last `\\boxed{}`; code: every
 test), and the problem's synthesis accuracy is the share right. Stage 2 keeps
@@ -31,10 +31,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from megatron_pacore.config import GenerationOptions, GradingOptions, check_at_least
 from megatron_pacore.data.curriculum_filter import FilterResult, write_result
 from megatron_pacore.data.io import JsonlWriter
 from megatron_pacore.data.pool import GradeFn
 from megatron_pacore.data.sampler import MessageSampler, SamplerConfig, SynthesisPrompt
+from megatron_pacore.data.settings_file import check_settings_file
 from megatron_pacore.data.train_records import TrainRecord, read_train_records
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.pacore.runner import derived_seed, sample_with_retries
@@ -42,82 +44,62 @@ from megatron_pacore.pacore.runner import derived_seed, sample_with_retries
 log = logging.getLogger(__name__)
 
 MEASURE_FILE, CONFIG_FILE = "synthesis.jsonl", "stage2.config.json"
-# Settings that change what is measured: a resumed run must agree on all of them.
+# Settings that change what is measured: a resumed run must agree on all of them. Flat, as
+# stage2.config.json has always held them ("checkpoint" is generation.model).
 _IDENTITY = ("checkpoint", "input", "samples", "min_messages", "max_messages", "message_seed", "max_tokens",
-             "temperature", "top_p", "seed", "limit")
+             "temperature", "top_p", "seed", "limit", "reference_order")
+# reference_order joined the identity later: a file without it was written with the default.
+_IDENTITY_DEFAULTS = {"reference_order": "released"}
 
 
 @dataclass(kw_only=True)
 class Stage2FilterConfig:
     """`build_curriculum.py filter --stage 2`: measure synthesis accuracy, keep 0 < it < 1."""
 
-    input: str
-    """Stage-1 training records (.jsonl, .json or .parquet), each with its message pool."""
-    out: str
-    """Output directory: synthesis.jsonl (measurements), kept.jsonl, removed.jsonl, summary.json."""
-    checkpoint: str
-    """The stage-1 checkpoint: a Hugging Face directory (in-process vLLM) or an http(s):// server."""
+    input: str = ""
+    """stage-1 training records (.jsonl, .json or .parquet), each with its message pool"""
+    out: str = ""
+    """output directory: synthesis.jsonl (measurements), kept.jsonl, removed.jsonl, summary.json"""
     samples: int = 16
-    """Synthesis prompts per problem (one answer each)."""
+    """synthesis prompts per problem (one answer each)"""
     min_messages: int = 16
-    """Smallest |M| of a prompt (paper: 16)."""
+    """smallest |M| of a prompt (paper: 16)"""
     max_messages: int = 24
-    """Largest |M| (paper: 24); clamped to the pool's size."""
+    """largest |M| (paper: 24); clamped to the pool's size"""
     message_seed: int = 0
-    """Seed of the message draws (moved per problem by its id)."""
-    max_tokens: Optional[int] = None
-    """Tokens per answer (None: up to the model's context)."""
-    temperature: float = 1.0
-    """Sampling temperature (the trainer's rollout: 1.0)."""
-    top_p: float = 1.0
-    """Nucleus sampling."""
-    seed: Optional[int] = None
-    """Base sampling seed, moved per prompt (None: unseeded)."""
-    concurrency: int = 64
-    """Requests in flight."""
-    max_retries: int = 3
-    """Extra attempts for a failed sample."""
+    """seed of the message draws (moved per problem by its id)"""
     limit: Optional[int] = None
-    """Only the first N problems of the input."""
-    vllm_args: dict[str, Any] = field(default_factory=dict)
-    """In-process engine options (tensor_parallel_size, max_model_len, ...)."""
-    served_model_name: Optional[str] = None
-    """Server model name (default: discovered from /v1/models)."""
-    stream: bool = False
-    """Stream server responses."""
-    grade_workers: Optional[int] = None
-    """Grading processes (None: the CPU count)."""
-    grade_timeout_s: float = 10.0
-    """Seconds per graded math answer."""
+    """only the first N problems of the input"""
     save_responses: bool = False
-    """Also record every answer's text in synthesis.jsonl (large on real pools)."""
+    """also record every answer's text in synthesis.jsonl (large on real pools)"""
+    generation: GenerationOptions
+    """the stage-1 checkpoint (`model`, flag also --checkpoint: a Hugging Face directory for an
+    in-process vLLM, or an http(s):// server), sampling (the trainer's rollout: temperature 1.0),
+    the reference order of the prompts (as the trainer's sampler), concurrency and engine"""
+    grading: GradingOptions = field(default_factory=GradingOptions)
+    """grading processes and time per answer"""
 
     def __post_init__(self) -> None:
-        for name in ("input", "out", "checkpoint"):
+        for name in ("input", "out"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required")
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
-        if self.min_messages < 1:
-            raise ValueError(f"min_messages must be >= 1, got {self.min_messages}")
+        check_at_least("samples", self.samples, 1)
+        check_at_least("min_messages", self.min_messages, 1)
         if self.max_messages < self.min_messages:
             raise ValueError(f"max_messages must be >= min_messages={self.min_messages}, got {self.max_messages}")
-        if self.message_seed < 0:
-            raise ValueError(f"message_seed must be >= 0, got {self.message_seed}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
-        if not self.grade_timeout_s > 0:
-            raise ValueError(f"grade_timeout_s must be > 0, got {self.grade_timeout_s}")
-        from megatron_pacore.types import SamplingSettings
+        check_at_least("message_seed", self.message_seed, 0)
+        check_at_least("limit", self.limit, 1)
+        # the trainer's sampler gives whole compacted messages: no bound to measure with
+        self.generation.refuse(("max_message_tokens",), "stage 2 (the trainer's prompts are unbounded)")
 
-        SamplingSettings(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)  # checks
+    @property
+    def checkpoint(self) -> str:
+        return self.generation.model
 
     def identity(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _IDENTITY}
+        flat = {**self.generation.settings(), **{k: getattr(self, k) for k in (
+            "checkpoint", "input", "samples", "min_messages", "max_messages", "message_seed", "limit")}}
+        return {k: flat[k] for k in _IDENTITY}
 
 
 def synthesis_prompts(record: TrainRecord, cfg: Stage2FilterConfig) -> list[SynthesisPrompt]:
@@ -126,25 +108,15 @@ def synthesis_prompts(record: TrainRecord, cfg: Stage2FilterConfig) -> list[Synt
     seed = zlib.crc32(f"{cfg.message_seed}/{record.id}".encode("utf-8")) % (2**31)
     sampler = MessageSampler([record], SamplerConfig(
         num_problems=1, min_messages=cfg.min_messages, max_messages=cfg.max_messages, samples_per_problem=1,
-        temperature=cfg.temperature, seed=seed, shuffle=False))
+        temperature=cfg.generation.sampling.temperature, seed=seed, shuffle=False,
+        reference_order=cfg.generation.reference_order))
     return [sampler.next_batch()[0] for _ in range(cfg.samples)]
 
 
 def check_config_file(cfg: Stage2FilterConfig) -> None:
     """Write DIR/stage2.config.json, or refuse (ValueError naming the fields) a resumed run
     with other settings."""
-    path = Path(cfg.out) / CONFIG_FILE
-    mine = cfg.identity()
-    if path.is_file():
-        theirs = json.loads(path.read_text())
-        diff = sorted(k for k in mine if theirs.get(k) != mine[k])
-        if diff:
-            details = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine[k]!r} here" for k in diff)
-            raise ValueError(f"{cfg.out} holds stage-2 measurements made with other settings ({details}); "
-                             f"use another --out or the same settings")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(mine, indent=2) + "\n")
+    check_settings_file(Path(cfg.out) / CONFIG_FILE, cfg.identity(), "stage-2 measurements", _IDENTITY_DEFAULTS)
 
 
 async def measure(records: Sequence[TrainRecord], generator: Generator, cfg: Stage2FilterConfig, grade: GradeFn,
@@ -155,13 +127,14 @@ async def measure(records: Sequence[TrainRecord], generator: Generator, cfg: Sta
     todo = [r for r in records if r.id not in writer.done_ids]
     counts = {"measured": 0, "skipped": len(records) - len(todo), "failed_problems": 0, "failed_samples": 0,
               "completion_tokens": 0}
-    slots = asyncio.Semaphore(cfg.concurrency)
+    g = cfg.generation
+    slots = asyncio.Semaphore(g.concurrency)
     grade_lock = asyncio.Lock()
 
     async def one_prompt(prompt: SynthesisPrompt):
-        seed = derived_seed(cfg.seed, f"{prompt.record.id}/synthesis/{prompt.iteration}")
-        request = prompt.request(max_tokens=cfg.max_tokens, seed=seed, top_p=cfg.top_p)
-        (completion, _), = await sample_with_retries(generator, request, slots, cfg.max_retries, 1.0)
+        seed = derived_seed(g.sampling.seed, f"{prompt.record.id}/synthesis/{prompt.iteration}")
+        request = prompt.request(max_tokens=g.sampling.max_tokens, seed=seed, top_p=g.sampling.top_p)
+        (completion, _), = await sample_with_retries(generator, request, slots, g.max_retries, 1.0)
         return completion
 
     async def one(record: TrainRecord) -> tuple[Optional[dict[str, Any]], int, int]:
@@ -259,11 +232,10 @@ async def run_stage2(cfg: Stage2FilterConfig, generator: Optional[Generator] = N
     if left:  # no engine is started when every problem is measured already
         owned_gen = generator is None
         if generator is None:
-            generator = await open_generator(model=cfg.checkpoint, vllm_args=cfg.vllm_args,
-                                             served_model_name=cfg.served_model_name, stream=cfg.stream)
+            generator = await open_generator(**cfg.generation.engine_kwargs())
         owned_grader = None
         if grade is None:
-            owned_grader = PoolGrader(cfg.grade_workers, cfg.grade_timeout_s, strict=True)
+            owned_grader = PoolGrader(cfg.grading.workers, cfg.grading.timeout_s, strict=True)
             grade = owned_grader.grade
         bar = tqdm(total=len(records), initial=len(records) - left, desc="stage 2", unit="problem",
                    dynamic_ncols=True)

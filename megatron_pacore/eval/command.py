@@ -11,11 +11,11 @@ what is recorded and generates only what is missing; when nothing is missing, no
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
 
+from megatron_pacore.data.settings_file import check_settings_file
 from megatron_pacore.eval.benchmarks import load_benchmark
 from megatron_pacore.eval.config import EvalConfig
 from megatron_pacore.eval.sampling import Collector
@@ -31,20 +31,7 @@ CONFIG_FILE = "config.json"
 def check_report_dir(cfg: EvalConfig) -> None:
     """A report DIR holds one experiment: its generation settings are written on the first run
     and must match on every rerun (runs, levels and methods may change)."""
-    path = Path(cfg.report) / CONFIG_FILE
-    settings = cfg.generation_settings()
-    if path.exists():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: unreadable ({e.msg}); remove it or choose another --report DIR") from None
-        for name, value in settings.items():
-            if stored.get(name) != value:
-                raise ValueError(f"{path}: this report was generated with {name}={stored.get(name)!r}, "
-                                 f"now {name}={value!r}; use the same setting or another --report DIR")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    check_settings_file(Path(cfg.report) / CONFIG_FILE, cfg.generation_settings(), "a report")
 
 
 class LazyGenerator:
@@ -125,7 +112,7 @@ async def run_eval(cfg: EvalConfig, generator: Optional[ModelGenerator] = None, 
     from megatron_pacore.eval.methods import grade_all
     from megatron_pacore.eval.report import write_report
 
-    with EvalGraders(workers=cfg.grade_workers, timeout_s=cfg.grade_timeout_s,
+    with EvalGraders(workers=cfg.grading.workers, timeout_s=cfg.grading.timeout_s,
                      require_isolation=not cfg.allow_weak_sandbox) as graders:
         grades = await asyncio.to_thread(grade_all, data, graders)
     extra = {"generation": {"generated": recorder.generated, "replayed": recorder.replayed},

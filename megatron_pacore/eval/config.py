@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from megatron_pacore.config import GenerationOptions, check_at_least
+from megatron_pacore.config import GenerationOptions, GradingOptions, check_at_least
 from megatron_pacore.pacore.schedule import LEVELS, RoundSchedule
 
 METHODS = ("pacore", "single", "majority", "pass_at_k", "no_messages")
@@ -51,14 +51,12 @@ class EvalConfig:
     """generate P first-round samples per problem once; each run draws from them"""
     limit: Optional[int] = None
     """only the first N problems of the benchmark"""
-    grade_workers: Optional[int] = None
-    """math grading processes and concurrent code sandboxes (default: CPU count)"""
-    grade_timeout_s: float = field(default=10.0, metadata={"flag": "--grade-timeout"})
-    """seconds per graded math response"""
     allow_weak_sandbox: bool = False
     """code: grade without bubblewrap's namespaces when it is unavailable (the level is recorded)"""
     generation: GenerationOptions
     """model, sampling, concurrency and engine"""
+    grading: GradingOptions = field(default_factory=GradingOptions)
+    """grading processes (math) or concurrent sandboxes (code), and time per response"""
 
     def __post_init__(self) -> None:
         for name in ("report", "benchmark"):
@@ -82,8 +80,6 @@ class EvalConfig:
         widest = max(level.first_width for level in self.compute_levels())
         if self.pool is not None and self.pool < widest:
             raise ValueError(f"pool must be >= the widest first round ({widest}), got {self.pool}")
-        if self.grade_timeout_s <= 0:
-            raise ValueError(f"grade_timeout_s must be > 0, got {self.grade_timeout_s}")
 
     def compute_levels(self) -> list[Level]:
         """The levels in the order given; duplicates are an error (they would share results)."""
@@ -107,8 +103,5 @@ class EvalConfig:
     def generation_settings(self) -> dict[str, Any]:
         """What decides the engine's answers (GENERATION_FIELDS), flat, as in a report DIR's
         config.json."""
-        g = self.generation
-        values = {"model": g.model, "benchmark": self.benchmark, "pool": self.pool,
-                  "reference_order": g.reference_order, "max_message_tokens": g.max_message_tokens,
-                  **{name: getattr(g.sampling, name) for name in ("max_tokens", "temperature", "top_p", "seed")}}
+        values = {**self.generation.settings(), "benchmark": self.benchmark, "pool": self.pool}
         return {name: values[name] for name in GENERATION_FIELDS}

@@ -163,13 +163,15 @@ def stage1_records(pool: Path, out: Path, lo: float, hi: float) -> dict[str, Any
 
 
 async def build_demo_pool(cfg: TinyDemoConfig, paths: TinyDemoPaths, generator: Any = None) -> dict[str, Any]:
+    from megatron_pacore.config import GenerationOptions, GradingOptions
     from megatron_pacore.data.pool_job import CONFIG_FILE, PoolJobConfig, run_pool_job
+    from megatron_pacore.types import SamplingSettings
 
-    job = PoolJobConfig(
-        model=str(paths.policy), problems=str(paths.train_problems), out=str(paths.pool.parent),
-        num_messages=cfg.num_messages, max_tokens=cfg.max_tokens, temperature=1.0, seed=cfg.pool_seed,
-        vllm_args=dict(cfg.vllm_args), grade_workers=2,
-    )
+    generation = GenerationOptions(
+        model=str(paths.policy), vllm_args=dict(cfg.vllm_args),
+        sampling=SamplingSettings(max_tokens=cfg.max_tokens, temperature=1.0, seed=cfg.pool_seed))
+    job = PoolJobConfig(problems=str(paths.train_problems), out=str(paths.pool.parent),
+                        num_messages=cfg.num_messages, generation=generation, grading=GradingOptions(workers=2))
     made = paths.pool.parent / CONFIG_FILE
     if made.is_file() and json.loads(made.read_text()) != job.identity():
         for stale in paths.pool.parent.glob("pool*"):  # another setting's (partial) pool

@@ -17,7 +17,7 @@ from importlib import resources
 import pytest
 
 from megatron_pacore.cli import main
-from megatron_pacore.config import GenerationOptions
+from megatron_pacore.config import GenerationOptions, GradingOptions
 from megatron_pacore.eval.command import run_eval
 from megatron_pacore.eval.config import METHODS, EvalConfig
 from megatron_pacore.types import SamplingSettings
@@ -29,7 +29,7 @@ MAX_TOKENS = 8
 async def test_humaneval_on_the_tiny_model_reports_what_its_generations_grade_to(vllm_engine, tmp_path, capsys):
     report = tmp_path / "report"
     generation = GenerationOptions(model=vllm_engine.model, sampling=SamplingSettings(max_tokens=MAX_TOKENS))
-    cfg = EvalConfig(report=str(report), benchmark="humaneval", widths=["2"], runs=1, limit=2, grade_workers=2,
+    cfg = EvalConfig(report=str(report), benchmark="humaneval", widths=["2"], runs=1, limit=2, grading=GradingOptions(workers=2),
                      generation=generation)
     metrics = await run_eval(cfg, generator=vllm_engine, progress=False)
 

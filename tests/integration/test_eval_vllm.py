@@ -17,7 +17,7 @@ import pytest
 
 from megatron_pacore.cli import main
 from megatron_pacore.eval.command import run_eval
-from megatron_pacore.config import GenerationOptions
+from megatron_pacore.config import GenerationOptions, GradingOptions
 from megatron_pacore.eval.config import METHODS, EvalConfig
 from megatron_pacore.types import SamplingSettings
 
@@ -29,7 +29,7 @@ async def test_eval_on_the_tiny_model_then_resume_from_the_command_line(vllm_eng
     report = tmp_path / "report"
     generation = GenerationOptions(model=vllm_engine.model, sampling=SamplingSettings(max_tokens=MAX_TOKENS))
     cfg = EvalConfig(report=str(report), benchmark=str(benchmarks_dir / "aime25.jsonl"),
-                     widths=["2"], runs=1, limit=3, grade_workers=2, generation=generation)
+                     widths=["2"], runs=1, limit=3, grading=GradingOptions(workers=2), generation=generation)
     metrics = await run_eval(cfg, generator=vllm_engine, progress=False)
 
     # 3 first-round requests (n=2), 3 PaCoRe finals, 3 no-messages finals.

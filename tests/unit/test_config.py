@@ -5,8 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from megatron_pacore.config import GenerationOptions, InferConfig, ServerOptions, load_config
+from megatron_pacore.config import GenerationOptions, GradingOptions, InferConfig, ServerOptions, load_config
 from megatron_pacore.config_cli import add_config_arguments, config_from_args, field_docs
+from megatron_pacore.data.curriculum_filter import Stage1FilterConfig
+from megatron_pacore.data.pool_job import PoolJobConfig
+from megatron_pacore.data.synthesis_filter import Stage2FilterConfig
 from megatron_pacore.eval.config import EvalConfig
 from megatron_pacore.types import SamplingSettings
 
@@ -107,7 +110,8 @@ def test_flags_are_derived_from_every_leaf_field_with_their_docstrings_as_help()
 
 
 def test_every_config_field_has_a_docstring():
-    for cls in (InferConfig, EvalConfig, GenerationOptions, ServerOptions, SamplingSettings):
+    for cls in (InferConfig, EvalConfig, GenerationOptions, ServerOptions, SamplingSettings, GradingOptions,
+                PoolJobConfig, Stage1FilterConfig, Stage2FilterConfig):
         docs = field_docs(cls)
         missing = [f for f in cls.__dataclass_fields__ if not docs.get(f)]
         assert not missing, f"{cls.__name__}: fields without a docstring: {missing}"
@@ -136,7 +140,7 @@ def test_flags_alone_build_the_config_with_the_defaults():
         "--grade-timeout", "3", "--max-tokens", "64", "--pool", "16"])
     cfg = config_from_args(EvalConfig, args)
     assert cfg.levels == ["low", "medium"] and cfg.methods == ["pacore", "single"]
-    assert cfg.grade_timeout_s == 3.0 and cfg.pool == 16 and cfg.runs == 1
+    assert cfg.grading == GradingOptions(timeout_s=3.0) and cfg.pool == 16 and cfg.runs == 1
     assert cfg.generation == GenerationOptions(model="m", sampling=SamplingSettings(max_tokens=64))
     args = parser_for(EvalConfig).parse_args(["--model", "m", "--report", "r", "--widths", "4", "32,4"])
     assert config_from_args(EvalConfig, args).widths == ["4", "32,4"]
@@ -164,3 +168,64 @@ def test_pacore_reports_a_bad_yaml_key_with_exit_code_2(tmp_path, capsys):
     assert "concurency" in capsys.readouterr().err
     assert main(["infer", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_grading_options_check_their_limits_once_for_every_job():
+    with pytest.raises(ValueError, match="grading.timeout_s must be > 0, got 0"):
+        GradingOptions(timeout_s=0)
+    with pytest.raises(ValueError, match="grading.workers must be >= 1, got 0"):
+        GradingOptions(workers=0)
+    for cls, base in ((EvalConfig, dict(report="r", generation={"model": "m"})),
+                      (PoolJobConfig, dict(problems="p", out="o", generation={"model": "m"})),
+                      (Stage1FilterConfig, dict(input="i", out="o", domain="math")),
+                      (Stage2FilterConfig, dict(input="i", out="o", generation={"model": "m"}))):
+        with pytest.raises(ValueError, match="grading.timeout_s must be > 0"):
+            load_config(cls, overrides=["grading.timeout_s=0"], values=base)
+
+
+def test_generation_refuses_options_a_job_would_ignore():
+    GenerationOptions(model="m").refuse(("reference_order", "max_message_tokens"), "this job")  # defaults: fine
+    with pytest.raises(ValueError, match=r"generation.max_message_tokens=5: this job does not use it"):
+        GenerationOptions(model="m", max_message_tokens=5).refuse(("max_message_tokens",), "this job")
+    assert GenerationOptions(model="m", sampling=SamplingSettings(seed=4), reference_order="random").settings() == {
+        "model": "m", "max_tokens": None, "temperature": 1.0, "top_p": 1.0, "seed": 4,
+        "reference_order": "random", "max_message_tokens": None}
+
+
+def test_flag_options_exclude_aliases_negation_lists_and_parse_errors(capsys):
+    from dataclasses import dataclass, field
+
+    from megatron_pacore.config_cli import config_flags
+
+    def parse_even(text: str) -> int:
+        if int(text) % 2:
+            raise ValueError(f"expected an even number, got {text}")
+        return int(text)
+
+    @dataclass(kw_only=True)
+    class Job:
+        keep: bool = True
+        """keep things"""
+        files: list[str] = field(default_factory=list, metadata={"nargs": "+"})
+        """files"""
+        size: int = field(default=2, metadata={"type": parse_even})
+        """an even size"""
+        generation: GenerationOptions
+        """the generation part"""
+
+    opts = dict(exclude=("generation.reference_order",), aliases={"generation.model": ("--checkpoint",)})
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Job, **opts)
+    flags = config_flags(Job, **opts)
+    assert {"--keep", "--no-keep", "--files", "--size", "--checkpoint", "--model", "--config"} <= flags
+    assert "--reference-order" not in flags
+    assert flags == {s for a in parser._actions for s in a.option_strings} - {"-h", "--help"}
+    cfg = config_from_args(Job, parser.parse_args(
+        ["--no-keep", "--files", "a", "b", "--files", "c", "--checkpoint", "ck", "--size", "4"]))
+    assert (cfg.keep, cfg.files, cfg.size, cfg.generation.model) == (False, ["a", "b", "c"], 4, "ck")
+    assert config_from_args(Job, parser.parse_args(["--model", "m"])).keep is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model", "m", "--size", "3"])
+    assert "argument --size: expected an even number, got 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--model", "m", "--reference-order", "random"])

@@ -30,6 +30,7 @@ def record(rid, problem, right, n=24, domain="math"):
 
 
 def cfg(tmp_path, **kw):
+    kw.setdefault("domain", "math")
     return Stage1FilterConfig(input=str(tmp_path / "in.jsonl"), out=str(tmp_path / "out"), **kw)
 
 
@@ -133,7 +134,8 @@ def test_run_writes_kept_removed_and_summary(tmp_path):
     (dict(shingle_size=0), "shingle_size must be >= 1"),
     (dict(contamination_ngram=0), "contamination_ngram must be >= 1"),
     (dict(decontaminate=["/no/such/bench.jsonl"]), "decontaminate: benchmark file not found"),
-    (dict(grade_timeout_s=0), "grade_timeout_s must be > 0"),
+    (dict(domain=""), "domain is required"),
+    (dict(num_perm=1), "num_perm must be >= 2"),
 ])
 def test_bad_config_names_the_field(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -158,12 +160,12 @@ def test_cli_filters_and_reports_bad_input(tmp_path, capsys):
     assert f"{src}:2: field 'correct'" in err and "one entry per response (2)" in err
 
     assert build_curriculum.main(["filter", "--stage", "1", "--input", str(src), "--out", str(out)]) == 2
-    assert "needs --domain" in capsys.readouterr().err
+    assert "domain is required" in capsys.readouterr().err
     assert build_curriculum.main(["filter", "--stage", "1", "--domain", "math", "--input", str(src),
                                   "--out", str(out), "--max-accuracy", "nine"]) == 2
     assert "fraction like 9/24, got 'nine'" in capsys.readouterr().err
     assert build_curriculum.main(["filter", "--stage", "2", "--input", str(src), "--out", str(out)]) == 2
-    assert "needs --checkpoint" in capsys.readouterr().err
+    assert "model is required" in capsys.readouterr().err
     assert build_curriculum.main(["filter", "--stage", "2", "--checkpoint", "ckpt", "--domain", "math",
                                   "--input", str(src), "--out", str(out)]) == 2
     assert "--domain: option(s) of filter --stage 1, not of --stage 2" in capsys.readouterr().err
@@ -189,3 +191,32 @@ def test_released_code_rows_are_graded_by_the_sandboxed_tests(tmp_path):
         grader.close()
     (kept,) = result.kept
     assert kept.correct == [True, False, False, False] and kept.metadata["message_accuracy"] == 0.25
+
+
+def test_stage_flags_are_the_configs_fields(tmp_path):
+    """filter's flags are derived per stage from Stage1FilterConfig / Stage2FilterConfig."""
+    from megatron_pacore.config import GradingOptions
+    from megatron_pacore.config_cli import config_from_args
+
+    bench = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for b in bench:
+        b.write_text("")
+    args = build_curriculum.stage_parser(1).parse_args([
+        "--input", "in.jsonl", "--out", "o", "--domain", "code", "--max-accuracy", "3/8", "--no-dedup",
+        "--near-duplicate-jaccard", "0", "--decontaminate", str(bench[0]), "--decontaminate", str(bench[1]),
+        "--ngram", "8", "--grade-workers", "2", "shingle_size=3"])
+    c1 = config_from_args(build_curriculum.stage_config_class(1), args)
+    assert (c1.domain, c1.max_accuracy, c1.min_accuracy, c1.dedup, c1.accuracy_filter) == ("code", 0.375, 0.0, False, True)
+    assert (c1.near_duplicate_jaccard, c1.decontaminate, c1.contamination_ngram, c1.shingle_size) == (
+        None, [str(b) for b in bench], 8, 3)
+    assert c1.grading == GradingOptions(workers=2)
+    # stage 2: the model is --checkpoint or --model; the sampling reaches the generation part
+    for flag in ("--checkpoint", "--model"):
+        args = build_curriculum.stage_parser(2).parse_args([
+            "--input", "in.jsonl", "--out", "o", flag, "ckpt", "--samples", "4", "--temperature", "0.7",
+            "--reference-order", "random", "--grade-timeout", "2.5"])
+        c2 = config_from_args(build_curriculum.stage_config_class(2), args)
+        assert (c2.checkpoint, c2.samples, c2.generation.sampling.temperature) == ("ckpt", 4, 0.7)
+        assert c2.generation.reference_order == "random" and c2.grading.timeout_s == 2.5
+    with pytest.raises(SystemExit):  # a bound the trainer's prompts do not have: no flag
+        build_curriculum.stage_parser(2).parse_args(["--max-message-tokens", "8"])

@@ -20,7 +20,19 @@ from megatron_pacore.data.pool import (
     shard_of,
 )
 from megatron_pacore.data.pool_job import PoolJobConfig, check_config_file, merge_shards
+from megatron_pacore.config import GenerationOptions, GradingOptions
 from megatron_pacore.types import SamplingSettings
+
+
+def load_tool():
+    """tools/build_curriculum.py as a module (tools/ is not a package)."""
+    import importlib.util
+
+    tool = Path(__file__).resolve().parents[3] / "tools" / "build_curriculum.py"
+    spec = importlib.util.spec_from_file_location("build_curriculum", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
@@ -174,12 +186,27 @@ def test_bad_input_names_the_problem_and_the_field(tmp_path, grader):
 
 
 def test_a_resumed_job_with_other_settings_is_refused(tmp_path, problems_file):
-    cfg = PoolJobConfig(model="m", problems=str(problems_file), out=str(tmp_path), temperature=1.0)
-    check_config_file(cfg)
-    check_config_file(cfg)  # same settings: fine (another shard, or a resume)
-    other = PoolJobConfig(model="m", problems=str(problems_file), out=str(tmp_path), temperature=0.6)
+    def job(temperature):
+        return PoolJobConfig(problems=str(problems_file), out=str(tmp_path), generation=GenerationOptions(
+            model="m", sampling=SamplingSettings(temperature=temperature)))
+
+    check_config_file(job(1.0))
+    check_config_file(job(1.0))  # same settings: fine (another shard, or a resume)
     with pytest.raises(ValueError, match="temperature: 1.0 there, 0.6 here"):
-        check_config_file(other)
+        check_config_file(job(0.6))
+    # the file's shape is what earlier versions wrote (flat), so their pools still resume
+    assert json.loads((tmp_path / "pool.config.json").read_text()) == {
+        "model": "m", "problems": str(problems_file), "num_messages": 24, "max_tokens": None,
+        "temperature": 1.0, "top_p": 1.0, "seed": None, "limit": None}
+
+
+def test_the_pool_job_refuses_synthesis_options_it_would_ignore(problems_file, tmp_path):
+    with pytest.raises(ValueError, match="generation.reference_order='random': the pool job"):
+        PoolJobConfig(problems=str(problems_file), out=str(tmp_path),
+                      generation=GenerationOptions(model="m", reference_order="random"))
+    with pytest.raises(ValueError, match="generation.max_message_tokens=8: the pool job"):
+        PoolJobConfig(problems=str(problems_file), out=str(tmp_path),
+                      generation=GenerationOptions(model="m", max_message_tokens=8))
 
 
 def test_strict_grading_fails_unclosed_thinking_and_truncated_responses(grader):
@@ -195,13 +222,7 @@ def test_strict_grading_fails_unclosed_thinking_and_truncated_responses(grader):
 
 
 def test_the_tool_merges_shards_and_reports_bad_input_with_exit_code_2(problems_file, tmp_path, grader, capsys):
-    import importlib.util
-
-    tool = Path(__file__).resolve().parents[3] / "tools" / "build_curriculum.py"
-    spec = importlib.util.spec_from_file_location("build_curriculum", tool)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    main = module.main
+    main = load_tool().main
 
     for i in range(2):
         build(problems_file, pool_path(tmp_path, (i, 2)), grader, PoolBuildConfig(num_messages=2, shard=(i, 2)))
@@ -210,3 +231,28 @@ def test_the_tool_merges_shards_and_reports_bad_input_with_exit_code_2(problems_
     assert main(["pool", "--model", "m", "--problems", str(problems_file), "--out", str(tmp_path),
                  "--shard", "2/2"]) == 2
     assert "shard must be 'i/N'" in capsys.readouterr().err
+
+
+def test_pool_flags_yaml_and_overrides_build_the_job_config(problems_file, tmp_path):
+    """`pool`'s flags are PoolJobConfig's fields (config_cli): YAML < flags < dotted overrides."""
+    from megatron_pacore.config_cli import config_from_args
+
+    module = load_tool()
+    y = tmp_path / "pool.yaml"
+    y.write_text(f"problems: {problems_file}\nout: {tmp_path / 'pools'}\nnum_messages: 8\n"
+                 "generation:\n  model: /ckpt\n  sampling: {temperature: 0.8, seed: 1}\n  concurrency: 4\n"
+                 "grading: {workers: 3}\n")
+    args, rest = module.build_parser().parse_known_args([
+        "pool", "--config", str(y), "--shard", "1/4", "--seed", "2", "--vllm-arg", "max_model_len=4096",
+        "--grade-timeout", "5", "generation.max_retries=7"])
+    assert rest == []
+    cfg = config_from_args(PoolJobConfig, args)
+    assert (cfg.num_messages, cfg.shard, cfg.problems) == (8, "1/4", str(problems_file))
+    g = cfg.generation
+    assert (g.model, g.concurrency, g.max_retries, g.vllm_args) == ("/ckpt", 4, 7, {"max_model_len": 4096})
+    assert g.sampling == SamplingSettings(temperature=0.8, seed=2)
+    assert cfg.grading == GradingOptions(workers=3, timeout_s=5.0)
+    build = cfg.build_config()  # what build_pool is given
+    assert (build.shard, build.sampling, build.concurrency, build.max_retries) == ((1, 4), g.sampling, 4, 7)
+    # a flag the pool job would ignore is not offered
+    assert module.main(["pool", "--config", str(y), "--reference-order", "random"]) == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers.scripted import ScriptedGenerator
+from megatron_pacore.config import build
 from megatron_pacore.data.pool import PoolGrader
 from megatron_pacore.data.synthesis_filter import (
     MEASURE_FILE,
@@ -53,13 +54,14 @@ def grader():
     g.close()
 
 
-def config(tmp_path: Path, **kw) -> Stage2FilterConfig:
+def config(tmp_path: Path, generation: dict | None = None, **kw) -> Stage2FilterConfig:
+    """The test's config; `generation` holds GenerationOptions fields besides the model."""
     src = tmp_path / "stage1.jsonl"
     if not src.exists():
         write_train_records(src, RECORDS)
-    fields = dict(input=str(src), out=str(tmp_path / "stage2"), checkpoint="scripted", samples=8, min_messages=2,
-                  max_messages=4)
-    return Stage2FilterConfig(**{**fields, **kw})
+    fields = dict(input=str(src), out=str(tmp_path / "stage2"), samples=8, min_messages=2, max_messages=4,
+                  generation={"model": "scripted", **(generation or {})})
+    return build(Stage2FilterConfig, {**fields, **kw})
 
 
 def measurements(cfg) -> dict[str, dict]:
@@ -112,7 +114,7 @@ def test_measures_each_problem_and_keeps_accuracy_strictly_between_0_and_1(tmp_p
 
 
 def test_a_failed_problem_is_retried_by_the_next_run(tmp_path, grader):
-    cfg = config(tmp_path, max_retries=0)
+    cfg = config(tmp_path, generation=dict(max_retries=0))
     broken = ScriptedGenerator(lambda r, i, c: RuntimeError("engine down") if r.request_id.startswith("mixed/")
                                else copy_first_reference(r, i, c))
     summary = asyncio.run(run_stage2(cfg, generator=broken, grade=grader.grade))
@@ -148,11 +150,42 @@ def test_an_empty_pool_fails_before_any_generation(tmp_path, grader):
     (dict(samples=0), "samples must be >= 1"),
     (dict(min_messages=0), "min_messages must be >= 1"),
     (dict(min_messages=5, max_messages=4), "max_messages must be >= min_messages=5"),
-    (dict(checkpoint=""), "checkpoint is required"),
-    (dict(temperature=-1.0), "temperature must be >= 0"),
-    (dict(grade_timeout_s=0), "grade_timeout_s must be > 0"),
+    (dict(generation=dict(model="")), "model is required"),
+    (dict(generation=dict(model="ckpt", sampling=dict(temperature=-1.0))), "temperature must be >= 0"),
+    (dict(generation=dict(model="ckpt", max_message_tokens=64)), "generation.max_message_tokens=64: stage 2"),
+    (dict(grading=dict(timeout_s=0)), "grading.timeout_s must be > 0"),
 ])
 def test_bad_config_names_the_field(tmp_path, kwargs, message):
-    base = dict(input="in.jsonl", out=str(tmp_path), checkpoint="ckpt")
+    base = dict(input="in.jsonl", out=str(tmp_path), generation=dict(model="ckpt"))
     with pytest.raises(ValueError, match=message):
-        Stage2FilterConfig(**{**base, **kwargs})
+        build(Stage2FilterConfig, {**base, **kwargs})
+
+
+def test_the_reference_order_is_the_trainers_sampler_setting(tmp_path):
+    """generation.reference_order reaches the sampler: `random` shuffles the drawn messages,
+    `released` (the default) puts them in the release's order; the same draws either way."""
+    from megatron_pacore.pacore.ordering import reference_order
+
+    rec = RECORDS[2]
+    released = synthesis_prompts(rec, config(tmp_path))
+    shuffled = synthesis_prompts(rec, config(tmp_path, generation=dict(reference_order="random")))
+    for r, s in zip(released, shuffled):  # the same draw; released = the draw put in the release's order
+        order = reference_order([rec.responses[i] for i in s.reference_indices], "released")
+        assert r.reference_indices == [s.reference_indices[i] for i in order]
+    assert [p.reference_indices for p in shuffled] != [p.reference_indices for p in released]
+
+
+def test_a_directory_from_before_reference_order_was_recorded_resumes(tmp_path, grader):
+    """stage2.config.json files written without `reference_order` were made with the released
+    order: they resume with it and refuse `random`."""
+    cfg = config(tmp_path)
+    asyncio.run(run_stage2(cfg, generator=ScriptedGenerator(copy_first_reference), grade=grader.grade))
+    path = Path(cfg.out) / "stage2.config.json"
+    old = json.loads(path.read_text())
+    assert old.pop("reference_order") == "released" and old["checkpoint"] == "scripted"
+    path.write_text(json.dumps(old))
+    again = ScriptedGenerator(copy_first_reference)
+    assert asyncio.run(run_stage2(cfg, generator=again, grade=grader.grade))["complete"] and again.log == []
+    with pytest.raises(ValueError, match=r"reference_order: 'released' there, 'random' here"):
+        asyncio.run(run_stage2(config(tmp_path, generation=dict(reference_order="random")),
+                               generator=again, grade=grader.grade))

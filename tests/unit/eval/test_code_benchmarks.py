@@ -22,7 +22,7 @@ from importlib import resources
 import pytest
 
 from helpers.scripted import ScriptedGenerator
-from megatron_pacore.config import GenerationOptions
+from megatron_pacore.config import GenerationOptions, GradingOptions
 from megatron_pacore.eval.benchmarks import HUMANEVAL_INSTRUCTION, humaneval_prompt, load_benchmark
 from megatron_pacore.eval.command import run_eval
 from megatron_pacore.eval.config import EvalConfig
@@ -93,7 +93,7 @@ def script(request, i, call):
 
 def config(tmp_path, benchmark, **kw):
     kw.setdefault("widths", ["3"])
-    return EvalConfig(report=str(tmp_path / "report"), benchmark=str(benchmark), grade_workers=2,
+    return EvalConfig(report=str(tmp_path / "report"), benchmark=str(benchmark), grading=GradingOptions(workers=2),
                       generation=GenerationOptions(model="scripted", sampling=SamplingSettings()), **kw)
 
 

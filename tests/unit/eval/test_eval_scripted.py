@@ -22,7 +22,7 @@ import pytest
 from helpers.scripted import ScriptedGenerator
 from megatron_pacore.eval.command import run_eval
 from megatron_pacore.eval.config import EvalConfig
-from megatron_pacore.config import GenerationOptions
+from megatron_pacore.config import GenerationOptions, GradingOptions
 from megatron_pacore.types import Completion, SamplingSettings
 
 ANSWERS = {"A": "7", "B": "12", "C": r"\frac{1}{2}", "D": "9"}
@@ -62,7 +62,7 @@ def config(tmp_path, benchmark, max_tokens=None, **kw):
     kw.setdefault("widths", ["4"])
     kw.setdefault("runs", 2)
     generation = GenerationOptions(model="scripted", sampling=SamplingSettings(max_tokens=max_tokens))
-    return EvalConfig(report=str(tmp_path / "report"), benchmark=str(benchmark), grade_workers=2,
+    return EvalConfig(report=str(tmp_path / "report"), benchmark=str(benchmark), grading=GradingOptions(workers=2),
                       generation=generation, **kw)
 
 
@@ -173,7 +173,7 @@ async def test_rerun_continues_an_incomplete_directory(tmp_path, benchmark):
 async def test_changed_generation_settings_in_the_same_directory_are_refused(tmp_path, benchmark):
     gen = ScriptedGenerator(script)
     await run_eval(config(tmp_path, benchmark, methods=["single"]), generator=gen, progress=False)
-    with pytest.raises(ValueError, match="max_tokens=None, now max_tokens=64"):
+    with pytest.raises(ValueError, match=r"a report made with other settings \(max_tokens: None there, 64 here\)"):
         await run_eval(config(tmp_path, benchmark, methods=["single"], max_tokens=64), generator=gen, progress=False)
 
 
