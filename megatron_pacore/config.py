@@ -98,6 +98,15 @@ class GenerationOptions:
         return {"model": self.model, "vllm_args": self.vllm_args or None,
                 "served_model_name": self.server.served_model_name, "stream": self.server.stream}
 
+    def runner_config(self, schedule: RoundSchedule, **more: Any):
+        """The PaCoRe runner's config for `schedule` from these options (`more`: the runner's
+        own settings, retry_backoff_s and order_seed)."""
+        from megatron_pacore.pacore.runner import RunnerConfig
+
+        return RunnerConfig(schedule=schedule, sampling=self.sampling, max_in_flight=self.concurrency,
+                            max_retries=self.max_retries, reference_order=self.reference_order,
+                            max_message_tokens=self.max_message_tokens, **more)
+
     def settings(self) -> dict[str, Any]:
         """What decides the engine's answers, flat: model, the sampling fields, reference order
         and message bound. Jobs that resume keep (a subset of) these in their output directory

@@ -16,7 +16,7 @@ from megatron_pacore.config import InferConfig
 from megatron_pacore.data.io import JsonlWriter, read_problems
 from megatron_pacore.inference.base import ModelGenerator
 from megatron_pacore.inference.factory import open_generator, tokenizer_fns
-from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig
+from megatron_pacore.pacore.runner import PaCoReRunner
 from megatron_pacore.types import RoundRecord
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,7 @@ async def run_infer(cfg: InferConfig, generator: Optional[ModelGenerator] = None
         tokenize, detokenize = tokenizer_fns(generator) if g.max_message_tokens else (None, None)
         runner = PaCoReRunner(
             generator,
-            RunnerConfig(
-                schedule=schedule,
-                sampling=g.sampling,
-                max_in_flight=g.concurrency,
-                max_retries=g.max_retries,
-                reference_order=g.reference_order,
-                max_message_tokens=g.max_message_tokens,
-            ),
+            g.runner_config(schedule),
             tokenize=tokenize,
             detokenize=detokenize,
             on_round=on_round,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from megatron_pacore.eval.config import EvalConfig, Level
 from megatron_pacore.inference.base import Generator
-from megatron_pacore.pacore.runner import PaCoReRunner, RunnerConfig, derived_seed, sample_with_retries
+from megatron_pacore.pacore.runner import PaCoReRunner, derived_seed, sample_with_retries
 from megatron_pacore.types import Chat, Completion, GenerationRequest, Problem, ProblemResult
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,7 @@ class Collector:
         self.runners = {
             level.name: PaCoReRunner(
                 self.sharing,
-                RunnerConfig(schedule=level.schedule, sampling=g.sampling, max_in_flight=g.concurrency,
-                             max_retries=g.max_retries, retry_backoff_s=retry_backoff_s,
-                             reference_order=g.reference_order, order_seed=self.seed or 0,
-                             max_message_tokens=g.max_message_tokens),
+                g.runner_config(level.schedule, retry_backoff_s=retry_backoff_s, order_seed=self.seed or 0),
                 tokenize=tokenize, detokenize=detokenize,
             )
             for level in self.levels
