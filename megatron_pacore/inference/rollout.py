@@ -307,11 +307,13 @@ class ColocatedVLLM:
             from vllm.model_executor.model_loader.reload import (
                 finalize_layerwise_reload, initialize_layerwise_reload)
 
+            from megatron_pacore.hf_config import tie_word_embeddings
+
             model = worker.model_runner.get_model()
             initialize_layerwise_reload(model)
             model.load_weights(stream())
             finalize_layerwise_reload(model, worker.model_runner.model_config)
-            if model.config.tie_word_embeddings:
+            if tie_word_embeddings(model.config):
                 # vLLM 0.32 on CPU: the tied lm_head receives no tensor of its own and keeps
                 # its prepacked GEMM copy of the old embedding; re-process it (timed by clock).
                 model.lm_head.quant_method.process_weights_after_loading(model.lm_head)

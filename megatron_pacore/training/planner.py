@@ -53,14 +53,13 @@ class ModelShape:
 
     @classmethod
     def from_hf(cls, hf_config: Any) -> "ModelShape":
-        from megatron_pacore.hf_config import family_for
-        from megatron_pacore.hf_config import head_dim_of, num_query_groups_of
+        from megatron_pacore.hf_config import family_for, head_dim_of, num_query_groups_of, tie_word_embeddings
 
         family = family_for(hf_config)
         return cls(hidden=hf_config.hidden_size, layers=hf_config.num_hidden_layers,
                    heads=hf_config.num_attention_heads, kv_heads=num_query_groups_of(hf_config),
                    head_dim=head_dim_of(hf_config), ffn=hf_config.intermediate_size,
-                   vocab=hf_config.vocab_size, tied=bool(getattr(hf_config, "tie_word_embeddings", False)),
+                   vocab=hf_config.vocab_size, tied=tie_word_embeddings(hf_config),
                    qkv_bias=family.qkv_bias, qk_norm=family.qk_norm)
 
     def layer_params(self, tp: int) -> int:
