@@ -28,6 +28,7 @@ from megatron_pacore.inference.rollout_types import WeightSyncConfig
 from megatron_pacore.data.sampler import SamplerConfig
 from megatron_pacore.rewards.reward_fn import RewardConfig
 from megatron_pacore.tracking import LoggingConfig
+from megatron_pacore.types import SamplingSettings
 from megatron_pacore.training.optimizer import OptimizerOptions
 from megatron_pacore.training.ppo_step import PackingOptions
 
@@ -128,10 +129,16 @@ class RolloutConfig:
     """How the actor's weights reach the engine after every update."""
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"rollout.max_tokens must be >= 1, got {self.max_tokens}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        # max_tokens and top_p are SamplingSettings' limits, checked there alone; its errors
+        # start with the field's name, which is rollout.<name> here.
+        try:
+            self.sampling(temperature=1.0)
+        except ValueError as e:
+            raise ValueError(f"rollout.{e}") from None
+
+    def sampling(self, temperature: float) -> SamplingSettings:
+        """What each rollout sample is asked for, at the sampler's `temperature`."""
+        return SamplingSettings(max_tokens=self.max_tokens, temperature=temperature, top_p=self.top_p)
 
 
 @dataclass(kw_only=True)

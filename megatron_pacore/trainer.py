@@ -210,8 +210,7 @@ class Trainer:
     def _generate(self, prompts, seed: int):
         """Phase 2 (see `rollout`)."""
         cfg = self.cfg
-        sampling = SamplingSettings(max_tokens=cfg.rollout.max_tokens, temperature=cfg.sampler.temperature,
-                                    top_p=cfg.rollout.top_p)
+        sampling = cfg.rollout.sampling(cfg.sampler.temperature)
         return rollout(self.engine, self.tokenizer, prompts, sampling, cfg.sampler.samples_per_problem,
                        tp=cfg.parallel.tp, seed=seed)
 

@@ -44,6 +44,8 @@ def test_overrides_reach_into_the_stage_list_and_nested_parts(yaml_file):
     ("actor_optimizer.lr_decay_style=step", "optimizer.lr_decay_style"),
     ("stages.0.iterations=0", "stages[stage1].iterations"),
     ("rollout.weight_sync.backend=ipc", "weight_sync.backend"),
+    ("rollout.max_tokens=0", "rollout.max_tokens must be >= 1, got 0"),
+    ("rollout.top_p=1.5", "rollout.top_p must be in"),
     ("sampler.nonexistent=1", "nonexistent"),
 ])
 def test_bad_values_name_the_field(yaml_file, override, field):
