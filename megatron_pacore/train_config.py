@@ -1,7 +1,7 @@
 """`TrainConfig`: the PPO trainer's config tree (YAML + dotted overrides through load_config).
 
     TrainConfig
-      model       ModelConfig        initial policy (HF dir), precision, TE/FP8/recompute options
+      model       ModelConfig        initial policy (HF dir) + training.models.ModelOptions
       parallel    ParallelSection    tp, pp, cp, device
       sampler     SamplerConfig      problems per iteration, |M| range, samples, temperature
       rollout     RolloutConfig      response max_tokens/top_p, engine, weight sync
@@ -29,34 +29,22 @@ from megatron_pacore.data.sampler import SamplerConfig
 from megatron_pacore.rewards.reward_fn import RewardConfig
 from megatron_pacore.tracking import LoggingConfig
 from megatron_pacore.types import SamplingSettings
+from megatron_pacore.training.models import ModelOptions
 from megatron_pacore.training.optimizer import OptimizerOptions
 from megatron_pacore.training.ppo_step import PackingOptions
 
 DEVICES = ("auto", "cuda", "cpu")
 
 
-@dataclass(kw_only=True)
-class ModelConfig:
-    """The initial policy and how Megatron builds the actor and the critic from it."""
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(ModelOptions):
+    """The initial policy, and how Megatron builds the actor and the critic from it: the
+    builder's own `ModelOptions` (precision, TE, FP8, recompute; checked there) and the fields
+    only the trainer reads. A subclass rather than a nested part so that the YAML's `model:`
+    stays one flat mapping."""
 
     path: str = ""
     """Hugging Face checkpoint directory of the initial policy (actor; the critic's backbone)."""
-    precision: str = "bf16"
-    """fp32, bf16 or fp16 (CPU runs use fp32)."""
-    transformer_engine: Optional[bool] = None
-    """Transformer Engine layer spec; None = on CUDA yes, on CPU no."""
-    sequence_parallel: bool = False
-    """Megatron sequence parallelism (tp > 1, TE spec)."""
-    recompute_granularity: Optional[str] = None
-    """Activation recomputation: None, full or selective."""
-    recompute_method: Optional[str] = None
-    """For full: uniform or block."""
-    recompute_num_layers: Optional[int] = None
-    """For full: layers per recompute unit."""
-    fp8: Optional[str] = None
-    """FP8 format for TE layers: None, e4m3 or hybrid."""
-    fp8_recipe: str = "delayed"
-    """TE FP8 recipe: delayed, tensorwise, mxfp8 or blockwise."""
     critic_head_seed: int = 0
     """Seed of the critic's value-head initialisation."""
     hf_overrides: dict[str, Any] = field(default_factory=dict)
@@ -67,16 +55,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("model.path is required (a Hugging Face checkpoint directory)")
-
-    def options(self):
-        """The Megatron builder's ModelOptions (their own checks run here)."""
-        from megatron_pacore.training.models import ModelOptions
-
-        return ModelOptions(precision=self.precision, transformer_engine=self.transformer_engine,
-                            sequence_parallel=self.sequence_parallel,
-                            recompute_granularity=self.recompute_granularity,
-                            recompute_method=self.recompute_method, recompute_num_layers=self.recompute_num_layers,
-                            fp8=self.fp8, fp8_recipe=self.fp8_recipe)
+        super().__post_init__()
 
 
 @dataclass(kw_only=True)

@@ -151,7 +151,7 @@ class Trainer:
         path = cfg.model.path
         self.hf_config = load_hf_config(path)
         overrides = apply_hf_overrides(self.hf_config, cfg.model.hf_overrides)
-        opts = cfg.model.options()
+        opts = cfg.model  # a ModelOptions (train_config.ModelConfig)
         tp, tp_rank = cfg.parallel.tp, self.groups.tp_rank
         actor, self.actor_info = build_actor(self.hf_config, self.groups, opts)
         load_hf_weights(actor, self.actor_info, path, tp, tp_rank)
