@@ -2,7 +2,7 @@
 
     TrainConfig
       model       ModelConfig        initial policy (HF dir) + training.models.ModelOptions
-      parallel    ParallelSection    tp, pp, cp, device
+      parallel    ParallelConfig     tp, pp, cp, device (training.parallel)
       sampler     SamplerConfig      problems per iteration, |M| range, samples, temperature
       rollout     RolloutConfig      response max_tokens/top_p, engine, weight sync
       reward      RewardConfig       strict math, code reward, grader pools
@@ -31,10 +31,8 @@ from megatron_pacore.tracking import LoggingConfig
 from megatron_pacore.types import SamplingSettings
 from megatron_pacore.training.models import ModelOptions
 from megatron_pacore.training.optimizer import OptimizerOptions
+from megatron_pacore.training.parallel import ParallelConfig
 from megatron_pacore.training.ppo_step import PackingOptions
-
-DEVICES = ("auto", "cuda", "cpu")
-
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig(ModelOptions):
@@ -56,34 +54,6 @@ class ModelConfig(ModelOptions):
         if not self.path:
             raise ValueError("model.path is required (a Hugging Face checkpoint directory)")
         super().__post_init__()
-
-
-@dataclass(kw_only=True)
-class ParallelSection:
-    """Megatron's layout; vLLM's tensor parallelism equals tp (colocated)."""
-
-    tp: int = 1
-    """Tensor parallel size (also the rollout engine's)."""
-    pp: int = 1
-    """Pipeline parallel size."""
-    cp: int = 1
-    """Context parallel size (CUDA, TE spec)."""
-    device: str = "auto"
-    """auto (cuda when available), cuda (NCCL, TE) or cpu (gloo, local spec)."""
-
-    def __post_init__(self) -> None:
-        for name in ("tp", "pp", "cp"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
-        if self.device not in DEVICES:
-            raise ValueError(f"parallel.device must be one of {DEVICES}, got {self.device!r}")
-
-    def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass(kw_only=True)
@@ -146,8 +116,8 @@ class TrainConfig:
 
     model: ModelConfig
     """Initial policy and Megatron model options."""
-    parallel: ParallelSection = field(default_factory=ParallelSection)
-    """Megatron (and vLLM) layout."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Megatron's layout; the colocated vLLM engine's tensor parallelism is parallel.tp."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     """Problems, message sets and samples per iteration."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -169,7 +139,8 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Run directory and metric sinks."""
     seed: int = 0
-    """Seed of torch/NumPy/Python RNGs and of the rollout engine's sampling."""
+    """Seed of torch/NumPy/Python RNGs and of the rollout engine's sampling; also added to
+    parallel.seed (Megatron's model-parallel RNG)."""
     deterministic: bool = False
     """Deterministic torch kernels (CPU runs reproduce exactly; GPU runs slower)."""
     resume: bool = False

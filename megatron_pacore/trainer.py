@@ -134,7 +134,7 @@ class Trainer:
         from megatron_pacore.training.critic import build_critic
         from megatron_pacore.training.models import build_actor
         from megatron_pacore.training.optimizer import make_trainable
-        from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
+        from megatron_pacore.training.parallel import initialize_parallel
 
         from megatron_pacore.data.train_records import read_train_records
 
@@ -143,9 +143,8 @@ class Trainer:
         # error naming file, line and field within seconds, not after the engine started.
         self._records = {i: read_train_records(s.data) for i, s in enumerate(cfg.stages)}
         set_seed(cfg.seed, cfg.deterministic)
-        device = cfg.parallel.resolved_device()
-        self.groups = initialize_parallel(ParallelConfig(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp,
-                                                         device=device, seed=cfg.seed + 1234))
+        # The run's seed offsets Megatron's model-parallel RNG seed as it does every other stream.
+        self.groups = initialize_parallel(replace(cfg.parallel, seed=cfg.parallel.seed + cfg.seed))
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
         path = cfg.model.path
