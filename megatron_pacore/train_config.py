@@ -34,6 +34,7 @@ from megatron_pacore.training.optimizer import OptimizerOptions
 from megatron_pacore.training.parallel import ParallelConfig
 from megatron_pacore.training.ppo_step import PackingOptions
 
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig(ModelOptions):
     """The initial policy, and how Megatron builds the actor and the critic from it: the
