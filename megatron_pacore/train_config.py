@@ -1,8 +1,8 @@
 """`TrainConfig`: the PPO trainer's config tree (YAML + dotted overrides through load_config).
 
     TrainConfig
-      model       ModelConfig        initial policy (HF dir), precision, TE/FP8/recompute options
-      parallel    ParallelSection    tp, pp, cp, device
+      model       ModelConfig        initial policy (HF dir) + training.models.ModelOptions
+      parallel    ParallelConfig     tp, pp, cp, device (training.parallel)
       sampler     SamplerConfig      problems per iteration, |M| range, samples, temperature
       rollout     RolloutConfig      response max_tokens/top_p, engine, weight sync
       reward      RewardConfig       strict math, code reward, grader pools
@@ -28,34 +28,22 @@ from megatron_pacore.inference.rollout_types import WeightSyncConfig
 from megatron_pacore.data.sampler import SamplerConfig
 from megatron_pacore.rewards.reward_fn import RewardConfig
 from megatron_pacore.tracking import LoggingConfig
+from megatron_pacore.types import SamplingSettings
+from megatron_pacore.training.models import ModelOptions
 from megatron_pacore.training.optimizer import OptimizerOptions
+from megatron_pacore.training.parallel import ParallelConfig
 from megatron_pacore.training.ppo_step import PackingOptions
 
-DEVICES = ("auto", "cuda", "cpu")
 
-
-@dataclass(kw_only=True)
-class ModelConfig:
-    """The initial policy and how Megatron builds the actor and the critic from it."""
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(ModelOptions):
+    """The initial policy, and how Megatron builds the actor and the critic from it: the
+    builder's own `ModelOptions` (precision, TE, FP8, recompute; checked there) and the fields
+    only the trainer reads. A subclass rather than a nested part so that the YAML's `model:`
+    stays one flat mapping."""
 
     path: str = ""
     """Hugging Face checkpoint directory of the initial policy (actor; the critic's backbone)."""
-    precision: str = "bf16"
-    """fp32, bf16 or fp16 (CPU runs use fp32)."""
-    transformer_engine: Optional[bool] = None
-    """Transformer Engine layer spec; None = on CUDA yes, on CPU no."""
-    sequence_parallel: bool = False
-    """Megatron sequence parallelism (tp > 1, TE spec)."""
-    recompute_granularity: Optional[str] = None
-    """Activation recomputation: None, full or selective."""
-    recompute_method: Optional[str] = None
-    """For full: uniform or block."""
-    recompute_num_layers: Optional[int] = None
-    """For full: layers per recompute unit."""
-    fp8: Optional[str] = None
-    """FP8 format for TE layers: None, e4m3 or hybrid."""
-    fp8_recipe: str = "delayed"
-    """TE FP8 recipe: delayed, tensorwise, mxfp8 or blockwise."""
     critic_head_seed: int = 0
     """Seed of the critic's value-head initialisation."""
     hf_overrides: dict[str, Any] = field(default_factory=dict)
@@ -66,44 +54,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("model.path is required (a Hugging Face checkpoint directory)")
-
-    def options(self):
-        """The Megatron builder's ModelOptions (their own checks run here)."""
-        from megatron_pacore.training.models import ModelOptions
-
-        return ModelOptions(precision=self.precision, transformer_engine=self.transformer_engine,
-                            sequence_parallel=self.sequence_parallel,
-                            recompute_granularity=self.recompute_granularity,
-                            recompute_method=self.recompute_method, recompute_num_layers=self.recompute_num_layers,
-                            fp8=self.fp8, fp8_recipe=self.fp8_recipe)
-
-
-@dataclass(kw_only=True)
-class ParallelSection:
-    """Megatron's layout; vLLM's tensor parallelism equals tp (colocated)."""
-
-    tp: int = 1
-    """Tensor parallel size (also the rollout engine's)."""
-    pp: int = 1
-    """Pipeline parallel size."""
-    cp: int = 1
-    """Context parallel size (CUDA, TE spec)."""
-    device: str = "auto"
-    """auto (cuda when available), cuda (NCCL, TE) or cpu (gloo, local spec)."""
-
-    def __post_init__(self) -> None:
-        for name in ("tp", "pp", "cp"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
-        if self.device not in DEVICES:
-            raise ValueError(f"parallel.device must be one of {DEVICES}, got {self.device!r}")
-
-    def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        super().__post_init__()
 
 
 @dataclass(kw_only=True)
@@ -128,10 +79,16 @@ class RolloutConfig:
     """How the actor's weights reach the engine after every update."""
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"rollout.max_tokens must be >= 1, got {self.max_tokens}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        # max_tokens and top_p are SamplingSettings' limits, checked there alone; its errors
+        # start with the field's name, which is rollout.<name> here.
+        try:
+            self.sampling(temperature=1.0)
+        except ValueError as e:
+            raise ValueError(f"rollout.{e}") from None
+
+    def sampling(self, temperature: float) -> SamplingSettings:
+        """What each rollout sample is asked for, at the sampler's `temperature`."""
+        return SamplingSettings(max_tokens=self.max_tokens, temperature=temperature, top_p=self.top_p)
 
 
 @dataclass(kw_only=True)
@@ -160,8 +117,8 @@ class TrainConfig:
 
     model: ModelConfig
     """Initial policy and Megatron model options."""
-    parallel: ParallelSection = field(default_factory=ParallelSection)
-    """Megatron (and vLLM) layout."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Megatron's layout; the colocated vLLM engine's tensor parallelism is parallel.tp."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     """Problems, message sets and samples per iteration."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -183,7 +140,8 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Run directory and metric sinks."""
     seed: int = 0
-    """Seed of torch/NumPy/Python RNGs and of the rollout engine's sampling."""
+    """Seed of torch/NumPy/Python RNGs and of the rollout engine's sampling; also added to
+    parallel.seed (Megatron's model-parallel RNG)."""
     deterministic: bool = False
     """Deterministic torch kernels (CPU runs reproduce exactly; GPU runs slower)."""
     resume: bool = False

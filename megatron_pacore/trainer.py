@@ -134,7 +134,7 @@ class Trainer:
         from megatron_pacore.training.critic import build_critic
         from megatron_pacore.training.models import build_actor
         from megatron_pacore.training.optimizer import make_trainable
-        from megatron_pacore.training.parallel import ParallelConfig, initialize_parallel
+        from megatron_pacore.training.parallel import initialize_parallel
 
         from megatron_pacore.data.train_records import read_train_records
 
@@ -143,15 +143,14 @@ class Trainer:
         # error naming file, line and field within seconds, not after the engine started.
         self._records = {i: read_train_records(s.data) for i, s in enumerate(cfg.stages)}
         set_seed(cfg.seed, cfg.deterministic)
-        device = cfg.parallel.resolved_device()
-        self.groups = initialize_parallel(ParallelConfig(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp,
-                                                         device=device, seed=cfg.seed + 1234))
+        # The run's seed offsets Megatron's model-parallel RNG seed as it does every other stream.
+        self.groups = initialize_parallel(replace(cfg.parallel, seed=cfg.parallel.seed + cfg.seed))
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
         path = cfg.model.path
         self.hf_config = load_hf_config(path)
         overrides = apply_hf_overrides(self.hf_config, cfg.model.hf_overrides)
-        opts = cfg.model.options()
+        opts = cfg.model  # a ModelOptions (train_config.ModelConfig)
         tp, tp_rank = cfg.parallel.tp, self.groups.tp_rank
         actor, self.actor_info = build_actor(self.hf_config, self.groups, opts)
         load_hf_weights(actor, self.actor_info, path, tp, tp_rank)
@@ -210,8 +209,7 @@ class Trainer:
     def _generate(self, prompts, seed: int):
         """Phase 2 (see `rollout`)."""
         cfg = self.cfg
-        sampling = SamplingSettings(max_tokens=cfg.rollout.max_tokens, temperature=cfg.sampler.temperature,
-                                    top_p=cfg.rollout.top_p)
+        sampling = cfg.rollout.sampling(cfg.sampler.temperature)
         return rollout(self.engine, self.tokenizer, prompts, sampling, cfg.sampler.samples_per_problem,
                        tp=cfg.parallel.tp, seed=seed)
 

@@ -39,32 +39,45 @@ import torch
 from megatron_pacore.data.balancing import round_up
 
 
+@dataclass(kw_only=True)
+class PerTokenFields:
+    """The trainer's per-token fields, declared once for a sequence and for a packed row.
+
+    Each is [n] over a `TokenSequence`'s tokens, aligned to token positions (module doc), and
+    [1, T] over a `PackedMicroBatch`'s row (padding positions False / 0); `pack` carries every
+    field from the one to the other. Fields left None are absent from both.
+    """
+
+    response_mask: torch.Tensor
+    """bool, True on the response tokens (the ones the loss sees)."""
+    rollout_logprobs: Optional[torch.Tensor] = None
+    """fp32 vLLM's log-probs of the sampled tokens."""
+    old_logprobs: Optional[torch.Tensor] = None
+    """fp32 Megatron's log-probs before the update."""
+    ref_logprobs: Optional[torch.Tensor] = None
+    """fp32 reference-model log-probs (only with a KL term)."""
+    old_values: Optional[torch.Tensor] = None
+    """fp32 critic values V(s_t) before the update."""
+    advantages: Optional[torch.Tensor] = None
+    """fp32."""
+    returns: Optional[torch.Tensor] = None
+    """fp32 value targets."""
+    is_weights: Optional[torch.Tensor] = None
+    """fp32 truncated importance weights."""
+
+
+PER_TOKEN_FIELDS = tuple(f.name for f in fields(PerTokenFields))
+
+
 @dataclass
-class TokenSequence:
+class TokenSequence(PerTokenFields):
     """One sequence for the trainer: prompt + response tokens and their per-token fields.
 
     Every tensor is [n] over the sequence's tokens, aligned to token positions (module doc).
-    Fields left None are absent from the packed micro-batch too.
     """
 
     input_ids: torch.Tensor
     """[n] int64 prompt then response token ids."""
-    response_mask: torch.Tensor
-    """[n] bool, True on the response tokens (the ones the loss sees)."""
-    rollout_logprobs: Optional[torch.Tensor] = None
-    """[n] fp32 vLLM's log-probs of the sampled tokens."""
-    old_logprobs: Optional[torch.Tensor] = None
-    """[n] fp32 Megatron's log-probs before the update."""
-    ref_logprobs: Optional[torch.Tensor] = None
-    """[n] fp32 reference-model log-probs (only with a KL term)."""
-    old_values: Optional[torch.Tensor] = None
-    """[n] fp32 critic values V(s_t) before the update."""
-    advantages: Optional[torch.Tensor] = None
-    """[n] fp32."""
-    returns: Optional[torch.Tensor] = None
-    """[n] fp32 value targets."""
-    is_weights: Optional[torch.Tensor] = None
-    """[n] fp32 truncated importance weights."""
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -94,11 +107,8 @@ class TokenSequence:
         return cls(input_ids=ids, response_mask=mask, rollout_logprobs=lp)
 
 
-PER_TOKEN_FIELDS = tuple(f.name for f in fields(TokenSequence) if f.name != "input_ids")
-
-
 @dataclass
-class PackedMicroBatch:
+class PackedMicroBatch(PerTokenFields):
     """Sequences laid end to end in one row.
 
     input_ids:          [1, T] int64, T = tokens + padding.
@@ -111,7 +121,8 @@ class PackedMicroBatch:
     indices:            the sequences' indices in the list given to `pack`, in row order.
     lengths:            their real lengths.
     num_padding:        padding tokens in the row (inside the sequences' slots and at the end).
-    per-token fields (response_mask, old_logprobs, ...): [1, T], padding positions False / 0.
+    per-token fields (`PerTokenFields`: response_mask, old_logprobs, ...): [1, T], padding
+                        positions False / 0.
     """
 
     input_ids: torch.Tensor
@@ -121,14 +132,6 @@ class PackedMicroBatch:
     indices: list[int]
     lengths: list[int]
     num_padding: int
-    response_mask: torch.Tensor
-    rollout_logprobs: Optional[torch.Tensor] = None
-    old_logprobs: Optional[torch.Tensor] = None
-    ref_logprobs: Optional[torch.Tensor] = None
-    old_values: Optional[torch.Tensor] = None
-    advantages: Optional[torch.Tensor] = None
-    returns: Optional[torch.Tensor] = None
-    is_weights: Optional[torch.Tensor] = None
 
     @property
     def num_tokens(self) -> int:

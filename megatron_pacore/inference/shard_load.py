@@ -39,7 +39,7 @@ import torch
 
 from megatron_pacore.types import HFShard
 from megatron_pacore.inference.rollout_types import SyncStats
-from megatron_pacore.inference.weight_check import SHARD_ORDER, engine_target
+from megatron_pacore.inference.weight_check import SHARD_ORDER, engine_module
 
 Span = tuple[Optional[int], int, int]
 
@@ -85,11 +85,7 @@ def engine_layout(model: torch.nn.Module):
     modules = dict(model.named_modules())
 
     def layout(hf_name: str, shape: tuple[int, ...]) -> Span:
-        module_name, param, shard = engine_target(hf_name)
-        module = modules.get(module_name)
-        if module is None or not hasattr(module, param):
-            raise ValueError(f"per-rank weight sync: {hf_name} has no engine counterpart "
-                             f"({module_name}.{param} is not in the vLLM model)")
+        _, module, param, shard = engine_module(modules, hf_name, "per-rank weight sync")
         return module_span(module, param, shard, shape)
 
     return layout
@@ -154,11 +150,7 @@ class RankShardLoader:
         self._borrowed: set[str] = set()
 
     def feed(self, hf_name: str, shard: HFShard) -> None:
-        module_name, param, sid = engine_target(hf_name)
-        module = self.modules.get(module_name)
-        if module is None or not hasattr(module, param):
-            raise ValueError(f"per-rank weight sync: {hf_name} has no engine counterpart "
-                             f"({module_name}.{param} is not in the vLLM model)")
+        module_name, module, param, sid = engine_module(self.modules, hf_name, "per-rank weight sync")
         self.tensors += 1
         self.bytes += sum(p.numel() * p.element_size() for p in shard.parts)
         got = self.pending.setdefault(module_name, {}).setdefault(param, {})

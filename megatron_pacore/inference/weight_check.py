@@ -46,6 +46,23 @@ def engine_target(hf_name: str) -> tuple[str, str, Optional[str]]:
     return module, param, None
 
 
+def engine_module(modules: dict[str, torch.nn.Module], hf_name: str, who: str,
+                  error: type[Exception] = ValueError) -> tuple[str, torch.nn.Module, str, Optional[str]]:
+    """(module name, module, parameter name, shard id) of `modules` (a vLLM model's
+    `named_modules()`) that loads `hf_name` (`engine_target`).
+
+    One lookup for the weight check and the per-rank sync, which differ only in what they
+    raise: `error` ("`who`: <name> has no engine counterpart ...") when the module or its
+    parameter is not in the model.
+    """
+    module_name, param, shard = engine_target(hf_name)
+    module = modules.get(module_name)
+    if module is None or not hasattr(module, param):
+        raise error(f"{who}: {hf_name} has no engine counterpart "
+                    f"({module_name}.{param} is not in the vLLM model)")
+    return module_name, module, param, shard
+
+
 def _rows(t: torch.Tensor, start: int, size: int) -> torch.Tensor:
     return t.narrow(0, start, size)
 
@@ -126,11 +143,8 @@ class _Checker:
         self.probed = False
 
     def feed(self, hf_name: str, tensor: torch.Tensor) -> None:
-        module_name, param, shard = engine_target(hf_name)
-        module = self.modules.get(module_name)
-        if module is None or not hasattr(module, param):
-            raise WeightMismatchError(f"check_weights: {hf_name} has no engine counterpart "
-                                      f"({module_name}.{param} is not in the vLLM model)")
+        module_name, module, param, shard = engine_module(self.modules, hf_name, "check_weights",
+                                                          WeightMismatchError)
         self.tensors += 1
         key = (module_name, param)
         parts = self.pending.setdefault(key, {})

@@ -2,6 +2,7 @@
 
     cfg = ParallelConfig(tp=2, pp=1, device="cpu")
     groups = initialize_parallel(cfg)       # after torchrun set RANK / WORLD_SIZE
+    groups.config.device                    # 'cuda' or 'cpu': device='auto' is resolved here
     model, info = build_actor(hf_config, groups, ...)
 
 Megatron-Core still keeps its groups in `megatron.core.parallel_state`; `ParallelGroups`
@@ -12,19 +13,19 @@ is what is left: world = tp * pp * cp * dp.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-DEVICES = ("cuda", "cpu")
+DEVICES = ("auto", "cuda", "cpu")
 
 
 @dataclass(frozen=True)
 class ParallelConfig:
-    """Model-parallel layout of a training job."""
+    """Model-parallel layout of a training job (also the trainer's `parallel:` section)."""
 
     tp: int = 1
     """Tensor parallel size (splits heads, MLP columns and the vocabulary)."""
@@ -32,8 +33,9 @@ class ParallelConfig:
     """Pipeline parallel size (splits the layers into stages)."""
     cp: int = 1
     """Context parallel size (splits the sequence inside attention)."""
-    device: str = "cuda"
-    """'cuda' (NCCL, Transformer Engine) or 'cpu' (gloo, local spec, cpu_shim)."""
+    device: str = "auto"
+    """'cuda' (NCCL, Transformer Engine), 'cpu' (gloo, local spec, cpu_shim) or 'auto' (cuda
+    when available; resolved when the groups are built, see `resolved`)."""
     seed: int = 1234
     """Seed of Megatron's model-parallel RNG tracker."""
     timeout_minutes: int = 30
@@ -48,6 +50,12 @@ class ParallelConfig:
             raise ValueError(f"parallel.device must be one of {DEVICES}, got {self.device!r}")
         if self.timeout_minutes < 1:
             raise ValueError(f"parallel.timeout_minutes must be >= 1, got {self.timeout_minutes}")
+
+    def resolved(self) -> ParallelConfig:
+        """This layout with device 'auto' made concrete: cuda when available, else cpu."""
+        if self.device != "auto":
+            return self
+        return replace(self, device="cuda" if torch.cuda.is_available() else "cpu")
 
     @property
     def model_parallel_size(self) -> int:
@@ -105,6 +113,7 @@ def init_process_group(cfg: ParallelConfig) -> None:
     LOCAL_RANK); a world of one without torchrun. Nothing if already initialised."""
     if dist.is_initialized():
         return
+    cfg = cfg.resolved()
     if "RANK" not in os.environ:
         # A single process without torchrun: a world of one.
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -117,12 +126,14 @@ def init_process_group(cfg: ParallelConfig) -> None:
 
 
 def initialize_parallel(cfg: ParallelConfig) -> ParallelGroups:
-    """Initialise torch.distributed (if needed) and Megatron's TP/PP/CP/DP groups.
+    """Initialise torch.distributed (if needed) and Megatron's TP/PP/CP/DP groups; the groups'
+    config has its device resolved (`ParallelConfig.resolved`).
 
     Raises:
         ValueError: the world size is not a multiple of tp * pp * cp, or device='cuda'
             without CUDA.
     """
+    cfg = cfg.resolved()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("parallel.device='cuda' but CUDA is not available; set parallel.device=cpu")
     if cfg.device == "cpu" and not torch.cuda.is_available():

@@ -32,6 +32,23 @@ def test_yaml_builds_the_tree_with_paper_defaults(yaml_file):
     assert cfg.stage_at(3)[1].name == "stage1" and cfg.stage_at(4)[1].name == "stage2"
 
 
+def test_model_section_is_the_builders_model_options_plus_the_policy(yaml_file):
+    from megatron_pacore.training.models import ModelOptions
+
+    cfg = load_config(TrainConfig, str(yaml_file), ["model.fp8_recipe=tensorwise"])
+    assert isinstance(cfg.model, ModelOptions)  # passed to build_actor / build_critic as it is
+    assert (cfg.model.path, cfg.model.precision, cfg.model.fp8_recipe) == ("/ckpt/policy", "fp32", "tensorwise")
+
+
+def test_parallel_section_is_trainings_parallel_config(yaml_file):
+    from megatron_pacore.training.parallel import ParallelConfig
+
+    cfg = load_config(TrainConfig, str(yaml_file), ["parallel.timeout_minutes=5"])
+    assert isinstance(cfg.parallel, ParallelConfig)
+    assert (cfg.parallel.tp, cfg.parallel.device, cfg.parallel.timeout_minutes) == (2, "cpu", 5)
+    assert load_config(TrainConfig, str(yaml_file), ["parallel.device=auto"]).parallel.device == "auto"
+
+
 def test_overrides_reach_into_the_stage_list_and_nested_parts(yaml_file):
     cfg = load_config(TrainConfig, str(yaml_file), ["stages.1.iterations=7", "ppo.clip_ratio=0.3", "resume=true"])
     assert cfg.stages[1].iterations == 7 and cfg.stages[0].iterations == 3
@@ -44,7 +61,13 @@ def test_overrides_reach_into_the_stage_list_and_nested_parts(yaml_file):
     ("actor_optimizer.lr_decay_style=step", "optimizer.lr_decay_style"),
     ("stages.0.iterations=0", "stages[stage1].iterations"),
     ("rollout.weight_sync.backend=ipc", "weight_sync.backend"),
+    ("rollout.max_tokens=0", "rollout.max_tokens must be >= 1, got 0"),
+    ("rollout.top_p=1.5", "rollout.top_p must be in"),
     ("sampler.nonexistent=1", "nonexistent"),
+    ("model.precision=fp64", "model.precision"),
+    ("model.fp8_margin=2", "model.fp8_margin"),
+    ("parallel.tp=0", "parallel.tp"),
+    ("parallel.device=tpu", "parallel.device"),
 ])
 def test_bad_values_name_the_field(yaml_file, override, field):
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):

@@ -36,3 +36,31 @@ def test_rank_shards_setting_is_checked():
     assert WeightSyncConfig().rank_shards is None
     with pytest.raises(ValueError, match="weight_sync.rank_shards must be true, false or null"):
         WeightSyncConfig(rank_shards="yes")
+
+
+class _TinyEngineModel(torch.nn.Module):
+    """Stands in for a vLLM model: named modules with parameters and a config."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = type("Config", (), {"tie_word_embeddings": False})()
+        self.norm = torch.nn.LayerNorm(2)
+
+
+def test_a_name_without_engine_counterpart_is_each_callers_error():
+    from megatron_pacore.inference.rollout_types import WeightMismatchError
+    from megatron_pacore.inference.shard_load import RankShardLoader, engine_layout
+    from megatron_pacore.inference.weight_check import check_model_weights, engine_module
+
+    model = _TinyEngineModel()
+    name, module, param, shard = engine_module(dict(model.named_modules()), "norm.weight", "x")
+    assert (name, module, param, shard) == ("norm", model.norm, "weight", None)
+    with pytest.raises(ValueError, match=r"per-rank weight sync: lm_head.weight has no engine counterpart "
+                                         r"\(lm_head.weight is not in the vLLM model\)"):
+        engine_layout(model)("lm_head.weight", (4, 2))
+    with pytest.raises(ValueError, match=r"per-rank weight sync: norm.scale has no engine counterpart"):
+        engine_layout(model)("norm.scale", (2,))
+    with pytest.raises(ValueError, match=r"per-rank weight sync: lm_head.weight has no engine counterpart"):
+        RankShardLoader(model).feed("lm_head.weight", HFShard(0, 0, 4, (torch.zeros(4, 2),)))
+    with pytest.raises(WeightMismatchError, match=r"check_weights: lm_head.weight has no engine counterpart"):
+        check_model_weights(model, [("lm_head.weight", torch.zeros(4, 2))])

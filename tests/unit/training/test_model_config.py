@@ -24,6 +24,15 @@ def test_parallel_config_errors_name_the_field(kwargs, field):
         ParallelConfig(**kwargs)
 
 
+def test_auto_device_resolves_to_cuda_when_available_else_cpu():
+    auto = ParallelConfig(tp=2)
+    assert auto.device == "auto"
+    resolved = auto.resolved()
+    assert resolved.device == ("cuda" if torch.cuda.is_available() else "cpu") and resolved.tp == 2
+    cpu = ParallelConfig(device="cpu")
+    assert cpu.resolved() is cpu
+
+
 @pytest.mark.parametrize("kwargs,field", [
     (dict(precision="fp64"), "model.precision"),
     (dict(fp8="e5m2"), "model.fp8"),
