@@ -37,6 +37,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from megatron_pacore.hf_config import tie_word_embeddings
 from megatron_pacore.types import HFShard
 from megatron_pacore.inference.rollout_types import SyncStats
 from megatron_pacore.inference.weight_check import SHARD_ORDER, engine_module
@@ -134,7 +135,7 @@ class RankShardLoader:
         self.model = model
         self.modules = dict(model.named_modules())
         self.lm_head = getattr(model, "lm_head", None)
-        self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        self.tied = tie_word_embeddings(model.config)
         self.embedding_cls = VocabParallelEmbedding
         self.pending: dict[str, dict[str, dict[Optional[str], HFShard]]] = {}
         self.done: set[tuple[str, str]] = set()

@@ -24,6 +24,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from megatron_pacore.hf_config import tie_word_embeddings
 from megatron_pacore.inference.rollout_types import WeightCheck, WeightMismatchError
 
 PROBE_ROWS = 1024  # identity rows per GEMM probe (bounds the probe's memory)
@@ -136,7 +137,7 @@ class _Checker:
         self.model = model
         self.modules = dict(model.named_modules())
         self.lm_head = getattr(model, "lm_head", None)
-        self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        self.tied = tie_word_embeddings(model.config)
         self.pending: dict[tuple[str, str], dict[Optional[str], tuple[str, torch.Tensor]]] = {}
         self.done: set[tuple[str, str]] = set()
         self.tensors = 0
