@@ -120,7 +120,10 @@ class GenerationOptions:
         """A ValueError naming the first of `names` set to other than its default: options that
         `job` has no use for are a mistake to report, not to ignore."""
         for f in dataclasses.fields(self):
-            if f.name in names and getattr(self, f.name) != f.default:
+            if f.name not in names:
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            if getattr(self, f.name) != default:
                 raise ValueError(f"generation.{f.name}={getattr(self, f.name)!r}: {job} does not use it")
 
 

@@ -184,7 +184,9 @@ def test_grading_options_check_their_limits_once_for_every_job():
 
 
 def test_generation_refuses_options_a_job_would_ignore():
-    GenerationOptions(model="m").refuse(("reference_order", "max_message_tokens"), "this job")  # defaults: fine
+    GenerationOptions(model="m").refuse(("reference_order", "max_message_tokens", "vllm_args"), "this job")  # defaults
+    with pytest.raises(ValueError, match=r"generation.vllm_args=\{'seed': 0\}: this job does not use it"):
+        GenerationOptions(model="m", vllm_args={"seed": 0}).refuse(("vllm_args",), "this job")
     with pytest.raises(ValueError, match=r"generation.max_message_tokens=5: this job does not use it"):
         GenerationOptions(model="m", max_message_tokens=5).refuse(("max_message_tokens",), "this job")
     assert GenerationOptions(model="m", sampling=SamplingSettings(seed=4), reference_order="random").settings() == {
