@@ -41,6 +41,13 @@ def check_at_least(name: str, value: Optional[float], low: float) -> None:
         raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
+def check_required(cfg: Any, *names: str) -> None:
+    """Each of `names` set on `cfg` (not empty), else a ValueError naming the first missing."""
+    for name in names:
+        if not getattr(cfg, name):
+            raise ValueError(f"{name} is required")
+
+
 def check_above(name: str, value: Optional[float], low: float) -> None:
     """`value > low` (None passes), else a ValueError naming the field."""
     if value is not None and not value > low:
@@ -164,9 +171,7 @@ class InferConfig:
     """model, sampling, concurrency and engine"""
 
     def __post_init__(self) -> None:
-        for name in ("input", "output"):
-            if not getattr(self, name):
-                raise ValueError(f"{name} is required")
+        check_required(self, "input", "output")
         if (self.level is None) == (self.widths is None):
             raise ValueError("give exactly one of level (low|medium|high) or widths (e.g. '32,4')")
         if self.level is not None:

@@ -34,7 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from megatron_pacore.config import GradingOptions, check_at_least
+from megatron_pacore.config import GradingOptions, check_at_least, check_required
 from megatron_pacore.data.decontaminate import BenchmarkIndex
 from megatron_pacore.data.dedup import Deduplicator
 from megatron_pacore.data.train_records import DOMAINS, TrainRecord, read_train_records, record_to_row
@@ -100,9 +100,7 @@ class Stage1FilterConfig:
     """the strict graders of rows without per-message correctness (released rows)"""
 
     def __post_init__(self) -> None:
-        for name in ("input", "out"):
-            if not getattr(self, name):
-                raise ValueError(f"{name} is required")
+        check_required(self, "input", "out")
         if not self.domain:
             raise ValueError(f"domain is required: one of {DOMAINS} (rows of the other domain are removed)")
         if self.domain not in DOMAINS:

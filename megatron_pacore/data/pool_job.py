@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from tqdm import tqdm
 
-from megatron_pacore.config import GenerationOptions, GradingOptions
+from megatron_pacore.config import GenerationOptions, GradingOptions, check_required
 from megatron_pacore.data.train_records import TrainRecord
 from megatron_pacore.inference.base import Generator
 from megatron_pacore.data.pool import (
@@ -67,9 +67,7 @@ class PoolJobConfig:
     """grading processes and time per message"""
 
     def __post_init__(self) -> None:
-        for name in ("problems", "out"):
-            if not getattr(self, name):
-                raise ValueError(f"{name} is required")
+        check_required(self, "problems", "out")
         self.generation.refuse(_UNUSED, "the pool job (round-1 messages only)")
         self.build_config()  # the remaining fields are checked there
 

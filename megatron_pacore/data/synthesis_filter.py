@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from megatron_pacore.config import GenerationOptions, GradingOptions, check_at_least
+from megatron_pacore.config import GenerationOptions, GradingOptions, check_at_least, check_required
 from megatron_pacore.data.curriculum_filter import FilterResult, write_result
 from megatron_pacore.data.io import JsonlWriter
 from megatron_pacore.data.pool import GradeFn
@@ -80,9 +80,7 @@ class Stage2FilterConfig:
     """grading processes and time per answer"""
 
     def __post_init__(self) -> None:
-        for name in ("input", "out"):
-            if not getattr(self, name):
-                raise ValueError(f"{name} is required")
+        check_required(self, "input", "out")
         check_at_least("samples", self.samples, 1)
         check_at_least("min_messages", self.min_messages, 1)
         if self.max_messages < self.min_messages:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from megatron_pacore.config import GenerationOptions, GradingOptions, check_at_least
+from megatron_pacore.config import GenerationOptions, GradingOptions, check_at_least, check_required
 from megatron_pacore.pacore.schedule import LEVELS, RoundSchedule
 
 METHODS = ("pacore", "single", "majority", "pass_at_k", "no_messages")
@@ -59,9 +59,7 @@ class EvalConfig:
     """grading processes (math) or concurrent sandboxes (code), and time per response"""
 
     def __post_init__(self) -> None:
-        for name in ("report", "benchmark"):
-            if not getattr(self, name):
-                raise ValueError(f"{name} is required")
+        check_required(self, "report", "benchmark")
         if self.levels is None and self.widths is None:
             self.levels = ["low"]
         if self.levels is not None and self.widths is not None:
