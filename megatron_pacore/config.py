@@ -123,6 +123,12 @@ class GenerationOptions:
                 "seed": s.seed, "reference_order": self.reference_order,
                 "max_message_tokens": self.max_message_tokens}
 
+    def settings_of(self, job: Any, names: Sequence[str]) -> dict[str, Any]:
+        """The settings `names` of a job that resumes, flat, in that order: each from
+        `settings()` where it is one of those, else the job config's own attribute."""
+        flat = self.settings()
+        return {name: flat[name] if name in flat else getattr(job, name) for name in names}
+
     def refuse(self, names: Sequence[str], job: str) -> None:
         """A ValueError naming the first of `names` set to other than its default: options that
         `job` has no use for are a mistake to report, not to ignore."""

@@ -79,9 +79,7 @@ class PoolJobConfig:
                                max_retries=g.max_retries, shard=parse_shard(self.shard), limit=self.limit)
 
     def identity(self) -> dict[str, Any]:
-        flat = {**self.generation.settings(), "problems": self.problems, "num_messages": self.num_messages,
-                "limit": self.limit}
-        return {k: flat[k] for k in _IDENTITY}
+        return self.generation.settings_of(self, _IDENTITY)
 
 
 def check_config_file(cfg: PoolJobConfig) -> None:

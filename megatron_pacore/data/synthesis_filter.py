@@ -95,9 +95,7 @@ class Stage2FilterConfig:
         return self.generation.model
 
     def identity(self) -> dict[str, Any]:
-        flat = {**self.generation.settings(), **{k: getattr(self, k) for k in (
-            "checkpoint", "input", "samples", "min_messages", "max_messages", "message_seed", "limit")}}
-        return {k: flat[k] for k in _IDENTITY}
+        return self.generation.settings_of(self, _IDENTITY)
 
 
 def synthesis_prompts(record: TrainRecord, cfg: Stage2FilterConfig) -> list[SynthesisPrompt]:

@@ -101,5 +101,4 @@ class EvalConfig:
     def generation_settings(self) -> dict[str, Any]:
         """What decides the engine's answers (GENERATION_FIELDS), flat, as in a report DIR's
         config.json."""
-        values = {**self.generation.settings(), "benchmark": self.benchmark, "pool": self.pool}
-        return {name: values[name] for name in GENERATION_FIELDS}
+        return self.generation.settings_of(self, GENERATION_FIELDS)
