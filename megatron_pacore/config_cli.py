@@ -110,23 +110,9 @@ def parse_key_values(pairs: list[str], flag: str = "--vllm-arg") -> dict[str, An
     return out
 
 
-def _cli_leaves(cls: type, exclude: Sequence[str] = ()):
-    """(dotted path, field, type, owner) of the leaves that get a flag."""
-    for path, f, kind, owner in _leaves(cls):
-        if f.metadata.get("cli", True) is not False and path not in exclude:
-            yield path, f, kind, owner
-
-
-def config_flags(cls: type, exclude: Sequence[str] = (), aliases: Optional[Mapping[str, Sequence[str]]] = None,
-                 ) -> set[str]:
-    """Every option string `add_config_arguments` gives `cls` (a boolean's `--no-` form too)."""
-    flags = {"--config"}
-    for path, f, kind, _ in _cli_leaves(cls, exclude):
-        names = [_flag(f), *(aliases or {}).get(path, ())]
-        flags.update(names)
-        if _scalar(kind) is bool and f.default is True:
-            flags.update("--no-" + n[2:] for n in names)
-    return flags
+def config_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of `parser` (a boolean's `--no-` form too), but -h/--help."""
+    return {s for action in parser._actions for s in action.option_strings} - {"-h", "--help"}
 
 
 def _parse_text(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -149,8 +135,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, exclude: Se
     """
     seen: dict[str, str] = {}
     groups: dict[type, Any] = {}
-    for path, f, kind, owner in _cli_leaves(cls, exclude):
+    for path, f, kind, owner in _leaves(cls):
         meta = f.metadata
+        if meta.get("cli", True) is False or path in exclude:
+            continue
         flags = [*(aliases or {}).get(path, ()), _flag(f)]  # usage lines show the first
         for flag in flags:
             if flag in seen:

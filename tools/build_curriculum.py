@@ -34,11 +34,15 @@ import sys
 from typing import Optional, Sequence
 
 
-# Options a job has no use for get no flag (and are refused from YAML by the config itself);
-# stage 2 also takes its model as --checkpoint (the stage-1 checkpoint).
-POOL_CLI = dict(exclude=("generation.reference_order", "generation.max_message_tokens"))
-STAGE_CLI = {1: {}, 2: dict(exclude=("generation.max_message_tokens",),
-                            aliases={"generation.model": ("--checkpoint",)})}
+# Stage 2 also takes its model as --checkpoint (the stage-1 checkpoint).
+ALIASES = {"Stage2FilterConfig": {"generation.model": ("--checkpoint",)}}
+
+
+def cli_options(cls: type) -> dict:
+    """`add_config_arguments`'s options for a job config: no flag for the generation options
+    the config refuses (its `refused_generation`), and its aliases."""
+    refused = getattr(cls, "refused_generation", ())
+    return dict(exclude=tuple(f"generation.{name}" for name in refused), aliases=ALIASES.get(cls.__name__))
 
 
 def stage_config_class(stage: int) -> type:
@@ -58,7 +62,7 @@ def stage_parser(stage: int) -> argparse.ArgumentParser:
     cls = stage_config_class(stage)
     parser = argparse.ArgumentParser(prog=f"build_curriculum.py filter --stage {stage}",
                                      description=(cls.__doc__ or "").split("\n")[0])
-    add_config_arguments(parser, cls, **STAGE_CLI[stage])
+    add_config_arguments(parser, cls, **cli_options(cls))
     return parser
 
 
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     pool = sub.add_parser("pool", help="generate and grade each problem's message pool",
                           description=(PoolJobConfig.__doc__ or "").split("\n")[0])
-    add_config_arguments(pool, PoolJobConfig, **POOL_CLI)
+    add_config_arguments(pool, PoolJobConfig, **cli_options(PoolJobConfig))
     merge = sub.add_parser("merge", help="join the shard files of DIR into DIR/pool.jsonl")
     merge.add_argument("--out", required=True, help="the directory the shards were written to")
     merge.add_argument("--problems", default=None, help="check that every problem of this file is present")
@@ -101,8 +105,8 @@ def check_stage_options(stage: int, rest: Sequence[str]) -> None:
     from megatron_pacore.config_cli import config_flags
 
     other = 2 if stage == 1 else 1
-    mine = config_flags(stage_config_class(stage), **STAGE_CLI[stage])
-    theirs = config_flags(stage_config_class(other), **STAGE_CLI[other]) - mine
+    mine = config_flags(stage_parser(stage))
+    theirs = config_flags(stage_parser(other)) - mine
     given = {arg.split("=", 1)[0] for arg in rest if arg.startswith("--")}
     wrong = [flag for flag in sorted(given) if flag in theirs]
     if wrong:

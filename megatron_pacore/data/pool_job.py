@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from tqdm import tqdm
 
@@ -43,8 +43,6 @@ CONFIG_FILE = "pool.config.json"
 # Settings that change what a pool holds: a resumed run must agree on all of them. Flat, as
 # pool.config.json has always held them (model and sampling come from `generation`).
 _IDENTITY = ("model", "problems", "num_messages", "max_tokens", "temperature", "top_p", "seed", "limit")
-# Round-1 samples only: no synthesis prompt, so no reference order and no message bound.
-_UNUSED = ("reference_order", "max_message_tokens")
 
 
 @dataclass(kw_only=True)
@@ -66,9 +64,13 @@ class PoolJobConfig:
     grading: GradingOptions = field(default_factory=GradingOptions)
     """grading processes and time per message"""
 
+    refused_generation: ClassVar[tuple[str, ...]] = ("reference_order", "max_message_tokens")
+    """round-1 samples only: no synthesis prompt, so no reference order and no message bound
+    (refused here; build_curriculum.py gives them no flag)"""
+
     def __post_init__(self) -> None:
         check_required(self, "problems", "out")
-        self.generation.refuse(_UNUSED, "the pool job (round-1 messages only)")
+        self.generation.refuse(self.refused_generation, "the pool job (round-1 messages only)")
         self.build_config()  # the remaining fields are checked there
 
     def build_config(self) -> PoolBuildConfig:

@@ -29,7 +29,7 @@ import time
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 from megatron_pacore.config import GenerationOptions, GradingOptions, check_at_least, check_required
 from megatron_pacore.data.curriculum_filter import FilterResult, write_result
@@ -79,6 +79,10 @@ class Stage2FilterConfig:
     grading: GradingOptions = field(default_factory=GradingOptions)
     """grading processes and time per answer"""
 
+    refused_generation: ClassVar[tuple[str, ...]] = ("max_message_tokens",)
+    """the trainer's sampler gives whole compacted messages: no bound to measure with (refused
+    here; build_curriculum.py gives it no flag)"""
+
     def __post_init__(self) -> None:
         check_required(self, "input", "out")
         check_at_least("samples", self.samples, 1)
@@ -87,8 +91,7 @@ class Stage2FilterConfig:
             raise ValueError(f"max_messages must be >= min_messages={self.min_messages}, got {self.max_messages}")
         check_at_least("message_seed", self.message_seed, 0)
         check_at_least("limit", self.limit, 1)
-        # the trainer's sampler gives whole compacted messages: no bound to measure with
-        self.generation.refuse(("max_message_tokens",), "stage 2 (the trainer's prompts are unbounded)")
+        self.generation.refuse(self.refused_generation, "stage 2 (the trainer's prompts are unbounded)")
 
     @property
     def checkpoint(self) -> str:
