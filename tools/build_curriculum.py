@@ -169,16 +169,13 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from megatron_pacore.inference.base import GenerationError
+
     parser = build_parser()
     try:
         args, rest = parser.parse_known_args(argv)
         if rest and args.command != "filter":
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    except SystemExit as e:  # a usage error (exit 2) or --help (exit 0), already printed
-        return int(e.code or 0)
-    from megatron_pacore.inference.base import GenerationError
-
-    try:
         if args.command == "pool":
             from megatron_pacore.config_cli import config_from_args
             from megatron_pacore.data.pool_job import PoolJobConfig, run_pool_job
@@ -195,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         merge_shards(args.out, args.problems, args.output)
         return 0
-    except SystemExit as e:  # the stage parser's usage error or --help
+    except SystemExit as e:  # a usage error (exit 2) or --help (exit 0), printed by argparse
         return int(e.code or 0)
     except (ValueError, GenerationError) as e:
         print(f"build_curriculum.py {args.command}: error: {e}", file=sys.stderr)

@@ -34,7 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from megatron_pacore.config import GradingOptions, check_at_least, check_required
+from megatron_pacore.config import GradingOptions, check_at_least, check_one_of, check_required
 from megatron_pacore.data.decontaminate import BenchmarkIndex
 from megatron_pacore.data.dedup import Deduplicator
 from megatron_pacore.data.train_records import DOMAINS, TrainRecord, read_train_records, record_to_row
@@ -103,8 +103,7 @@ class Stage1FilterConfig:
         check_required(self, "input", "out")
         if not self.domain:
             raise ValueError(f"domain is required: one of {DOMAINS} (rows of the other domain are removed)")
-        if self.domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
+        check_one_of("domain", self.domain, DOMAINS)
         if self.max_accuracy is None:
             self.max_accuracy = DEFAULT_MAX_ACCURACY[self.domain]
         if not 0 <= self.min_accuracy < self.max_accuracy <= 1:
